@@ -1,0 +1,87 @@
+"""Gin plumbing shared by the entry points: parsing with clear errors, the job hook.
+
+A job is any gin-configurable function `fn(workdir: str)`; a run's gin file picks
+it with `run.job = @name`. Jobs register themselves by being imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import gin
+
+from gr_jax.data.schema import DataContractError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SEARCH_PATHS = (os.path.join(REPO_ROOT, "gin_configs"), REPO_ROOT)
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding is wrong; the message names it."""
+
+
+class UserError(ValueError):
+  """A mistake in what the user asked for (config, data, paths), to be shown in one line."""
+
+
+def _import_jobs() -> None:
+  # Importing registers every configurable a gin file may name.
+  from gr_jax import jobs  # noqa: F401
+
+
+def parse(gin_files, bindings, search_paths=()) -> None:
+  """Parses gin files then bindings; raises GinConfigError naming the culprit."""
+  _import_jobs()
+  for path in (*search_paths, *DEFAULT_SEARCH_PATHS):
+    gin.add_config_file_search_path(path)
+  for gin_file in gin_files:
+    try:
+      gin.parse_config_file(gin_file)
+    except OSError as e:
+      raise GinConfigError(f"gin file '{gin_file}': cannot be read ({e.strerror or e})") from e
+    except (ValueError, SyntaxError) as e:
+      raise GinConfigError(f"gin file '{gin_file}': {_one_line(e)}") from e
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except (ValueError, SyntaxError) as e:
+      raise GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
+  gin.finalize()
+
+
+@gin.configurable
+def run(workdir: str, job=gin.REQUIRED):
+  """Calls the configured job."""
+  return job(workdir)
+
+
+def run_job(workdir: str):
+  """Runs `run.job`, turning config and data mistakes into UserError."""
+  try:
+    return run(workdir)
+  except RuntimeError as e:
+    match = re.search(r"Required bindings for `([^`]+)` not provided in config: (\[.*?\])", str(e))
+    if match:
+      raise UserError(
+        f"gin: missing required value(s) {match.group(2)} of '{match.group(1)}' "
+        "(bind them in a gin file or with --gin_bindings)"
+      ) from e
+    raise
+  except (DataContractError, FileNotFoundError) as e:
+    raise UserError(_one_line(e)) from e
+
+
+def write_operative_config(workdir: str, before_run: bool = False) -> None:
+  """Saves the gin config in force, for reproducing the run."""
+  name = "config.gin" if before_run else "operative_config.gin"
+  text = gin.config_str() if before_run else gin.operative_config_str()
+  tmp = os.path.join(workdir, name + ".tmp")
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, os.path.join(workdir, name))
+
+
+def _one_line(e: BaseException) -> str:
+  lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+  return " ".join(lines[:3]) if lines else type(e).__name__
