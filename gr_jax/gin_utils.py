@@ -37,7 +37,7 @@ def parse(gin_files, bindings, search_paths=()) -> None:
     gin.add_config_file_search_path(path)
   for gin_file in gin_files:
     try:
-      gin.parse_config_file(gin_file)
+      gin.parse_config_file(_resolve(gin_file, search_paths))
     except OSError as e:
       raise GinConfigError(f"gin file '{gin_file}': cannot be read ({e.strerror or e})") from e
     except (ValueError, SyntaxError) as e:
@@ -48,6 +48,17 @@ def parse(gin_files, bindings, search_paths=()) -> None:
     except (ValueError, SyntaxError) as e:
       raise GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
   gin.finalize()
+
+
+def _resolve(gin_file: str, search_paths) -> str:
+  """The gin file as given if it exists, else the first search path holding it."""
+  if os.path.exists(gin_file):
+    return gin_file
+  for root in (*search_paths, *DEFAULT_SEARCH_PATHS):
+    candidate = os.path.join(root, gin_file)
+    if os.path.exists(candidate):
+      return candidate
+  raise OSError(2, "not found (looked in the working directory and gin_configs/)", gin_file)
 
 
 @gin.configurable

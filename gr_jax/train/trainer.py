@@ -338,7 +338,8 @@ class Trainer:
             preempted = True
             break
         if not preempted:
-          self.checkpointer.save(step, state, force=True)
+          if self.checkpointer.latest_step() != step:  # a resumed, finished run has it
+            self.checkpointer.save(step, state, force=True)
           if eval_fn is not None:
             eval_metrics = eval_fn(state, step)
             writer.write_scalars(step, eval_metrics, prefix="eval")

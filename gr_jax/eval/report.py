@@ -1,0 +1,51 @@
+"""Writes evaluation results: metrics.json, results.md (the paper's layout) and PNG plots."""
+
+from __future__ import annotations
+
+import os
+
+
+def markdown_table(rows: list[dict], columns: list[str], *, title: str = "") -> str:
+  """Rows of dicts -> a markdown table (numbers with 4 decimals)."""
+  lines = [f"### {title}", ""] if title else []
+  lines.append("| " + " | ".join(columns) + " |")
+  lines.append("|" + "---|" * len(columns))
+  for row in rows:
+    cells = []
+    for column in columns:
+      value = row.get(column, "")
+      cells.append(f"{value:.4f}" if isinstance(value, float) else str(value))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def relative_gain(value: float, baseline: float) -> str:
+  if baseline <= 0:
+    return "n/a"
+  return f"{100.0 * (value - baseline) / baseline:+.2f}%"
+
+
+def plot_curves(
+  path: str, curves: dict[str, tuple[list, list]], *, xlabel: str, ylabel: str, title: str
+):
+  """One line per name: {name: (xs, ys)} -> PNG (log x axis), written atomically."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+  for name, (xs, ys) in curves.items():
+    axis.plot(xs, ys, marker="o", label=name)
+  axis.set_xscale("log")
+  axis.set_xlabel(xlabel)
+  axis.set_ylabel(ylabel)
+  axis.set_title(title)
+  axis.grid(True, alpha=0.3)
+  axis.legend()
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.png"
+  figure.savefig(tmp)
+  plt.close(figure)
+  os.replace(tmp, path)

@@ -1,0 +1,42 @@
+"""The work-directory layout every stage reads and writes (DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+
+from gr_jax import io_utils
+
+
+def data_dir(workdir: str) -> str:
+  """catalog.npz, logs.npz (+ the world's latents) of the run's dataset."""
+  return os.path.join(workdir, "data")
+
+
+def vocab_path(workdir: str) -> str:
+  """The SentencePiece text vocabulary shared by every tokenizer's generator."""
+  return os.path.join(workdir, "vocab", "text.model")
+
+
+def sid_dir(workdir: str, tokenizer: str) -> str:
+  """item_sid.npy, sid_items.npz, diagnostics.json, tokenizer variables."""
+  return os.path.join(workdir, "sid", tokenizer)
+
+
+def sid_train_dir(workdir: str, tokenizer: str) -> str:
+  return os.path.join(workdir, "sid_train", tokenizer)
+
+
+def sft_dir(workdir: str, tokenizer: str, stage: str) -> str:
+  return os.path.join(workdir, "sft", tokenizer, stage)
+
+
+def rl_dir(workdir: str, tokenizer: str, name: str) -> str:
+  return os.path.join(workdir, "rl", tokenizer, name)
+
+
+def eval_dir(workdir: str) -> str:
+  return os.path.join(workdir, "eval")
+
+
+write_json = io_utils.write_json
+read_json = io_utils.read_json

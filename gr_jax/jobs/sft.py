@@ -1,0 +1,159 @@
+"""Stage B job: progressive SFT of the generator (I2SID -> Q2SID -> UQ2SID, or seqrec).
+
+Each stage trains through the generic sharded trainer in
+WORKDIR/sft/<tokenizer>/<stage>/ and starts from the previous stage's last
+checkpoint (the trainer's decision 2). The generator's token layout and model
+config are written beside the checkpoints (generator.json) so that evaluation
+and serving rebuild exactly the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import gin
+from absl import logging
+
+from gr_jax.data import seqio_tasks, text_vocab
+from gr_jax.data.token_layout import TokenLayout
+from gr_jax.jobs import data as data_job
+from gr_jax.jobs import paths
+from gr_jax.models import decoder, sft_task
+from gr_jax.sid import tables
+from gr_jax.train import batching, optim, trainer
+
+
+@gin.configurable
+def text_vocabulary(workdir: str, vocab_size: int = 2000) -> text_vocab.TextVocab:
+  """The run's SentencePiece vocabulary, trained on titles + train queries once."""
+  path = paths.vocab_path(workdir)
+  if not os.path.exists(path):
+    catalog, logs = data_job.load_data(workdir)
+    train_queries = logs.query[logs.split == 0]
+    texts = [str(t) for t in catalog.title] + [str(q) for q in train_queries]
+    text_vocab.train_text_vocab(texts, path, vocab_size=vocab_size)
+  return text_vocab.TextVocab.load(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+  """What defines a trained generator besides its weights."""
+
+  layout: TokenLayout
+  model_config: decoder.DecoderConfig
+  prompt_len: int
+
+  def to_json(self) -> str:
+    return json.dumps(
+      {
+        "layout": dataclasses.asdict(self.layout),
+        "model_config": dataclasses.asdict(self.model_config),
+        "prompt_len": self.prompt_len,
+      },
+      indent=2,
+    )
+
+  @classmethod
+  def from_json(cls, text: str) -> Generator:
+    raw = json.loads(text)
+    return cls(
+      layout=TokenLayout(**raw["layout"]),
+      model_config=decoder.DecoderConfig(**raw["model_config"]),
+      prompt_len=int(raw["prompt_len"]),
+    )
+
+
+def load_generator(stage_dir: str):
+  """(Generator, params as host arrays) of a finished stage directory."""
+  from gr_jax.train import checkpoints
+
+  spec_path = os.path.join(stage_dir, "generator.json")
+  if not os.path.exists(spec_path):
+    raise FileNotFoundError(f"{spec_path}: no trained generator here (run the SFT job first)")
+  with open(spec_path) as f:
+    generator = Generator.from_json(f.read())
+  tree, _ = checkpoints.restore_params(os.path.join(stage_dir, "checkpoints"))
+  return generator, tree["params"]
+
+
+@gin.configurable
+def train_sft(
+  workdir: str,
+  tokenizer: str = gin.REQUIRED,
+  stages: tuple[str, ...] = ("i2sid", "q2sid", "uq2sid"),
+  model: str = "small",
+  prompt_len: int = 32,
+  batch_size: int = 128,
+  stage_steps: dict | None = None,
+  stage_learning_rates: dict | None = None,
+  seed: int = 0,
+):
+  """Trains the generator stage by stage on tokenizer `tokenizer`'s SIDs.
+
+  Args:
+    workdir: the run's work directory (reads data/, sid/<tokenizer>/).
+    tokenizer: which SID artefacts to learn.
+    stages: task names in training order (seqio_tasks.TASK_NAMES).
+    model: decoder preset (tiny, small, base, qwen05b).
+    prompt_len: tokens before the SID.
+    batch_size: global batch of every stage.
+    stage_steps: steps per stage (default 1000 each).
+    stage_learning_rates: peak learning rate per stage (default 1e-3 each).
+    seed: batch order seed.
+
+  Returns:
+    {stage: final train metrics}.
+  """
+  catalog, logs = data_job.load_data(workdir)
+  sid = tables.load_sid_artefacts(paths.sid_dir(workdir, tokenizer))
+  vocab = text_vocabulary(workdir)
+  layout = TokenLayout(
+    text_vocab_size=vocab.vocab_size, sid_level_sizes=tuple(sid.tables.level_sizes)
+  )
+  model_config = decoder.decoder_preset(model, vocab_size=layout.vocab_size)
+  generator = Generator(layout, model_config, prompt_len)
+  seqio_vocab = vocab.as_seqio_vocabulary()
+  results = {}
+  previous = None
+  for stage in stages:
+    stage_dir = paths.sft_dir(workdir, tokenizer, stage)
+    examples = seqio_tasks.build_examples(
+      stage, catalog, logs, "train", sid.tables.item_sid, seqio_vocab, layout, prompt_len
+    )
+    steps = int((stage_steps or {}).get(stage, 1000))
+    lr = float((stage_learning_rates or {}).get(stage, 1e-3))
+    logging.info(
+      "SFT %s/%s: %d examples, %d steps, lr %g",
+      tokenizer,
+      stage,
+      len(examples["tokens"]),
+      steps,
+      lr,
+    )
+    config = dataclasses.replace(
+      trainer.TrainerConfig(),
+      num_steps=steps,
+      init_checkpoint=previous,
+    )
+    schedule = optim.make_schedule(total_steps=steps, learning_rate=lr)
+    runner = trainer.Trainer(
+      sft_task.SftTask(model_config, layout.num_sid_levels),
+      stage_dir,
+      config=config,
+      schedule=schedule,
+      optimizer=optim.make_optimizer(schedule),
+    )
+    os.makedirs(stage_dir, exist_ok=True)
+    with open(os.path.join(stage_dir, "generator.json"), "w") as f:
+      f.write(generator.to_json())
+    arrays = {"tokens": examples["tokens"], "loss_weights": examples["loss_weights"]}
+    result = runner.fit(batching.epoch_batches(arrays, batch_size, seed))
+    runner.close()
+    if result.preempted:
+      return {"preempted": True}
+    results[stage] = result.last_metrics
+    paths.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
+    previous = os.path.join(stage_dir, "checkpoints")
+  return results

@@ -1,0 +1,115 @@
+"""Serving-side retrieval: prompts -> constrained beam search -> SIDs -> items.
+
+A `Retriever` holds everything once (generator params on the mesh, the trie on
+device, the SID -> items table on the host) and answers `retrieve(prompts,
+beam_size)`. One jitted program per (batch, beam size) does prefill, the beam
+search and the trie lookups on device; only prompts go in and SIDs come out.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+
+from gr_jax.data.token_layout import PAD_ID, TokenLayout
+from gr_jax.decoding import beam_search as beam_lib
+from gr_jax.decoding import trie as trie_lib
+from gr_jax.eval import metrics
+from gr_jax.models import decoder
+from gr_jax.sid import tables
+from gr_jax.train import partitioning
+
+
+@gin.configurable(allowlist=["batch_size", "constrained"])
+class Retriever:
+  """Generative retrieval over one SID space.
+
+  Args:
+    params: generator parameters (host or device arrays).
+    model_config: the generator's DecoderConfig.
+    layout: token layout (its sid_level_sizes must match the SID tables).
+    sid_tables: the SID -> items expansion table.
+    efficiency_score: [N] item score for ranking inside a cluster / truncation.
+    mesh: device mesh (default: the gin mesh over all devices).
+    rules: logical axis rules (default: gin rules).
+    batch_size: requests per device program (padded to a multiple of the data axes).
+    constrained: decode over the trie of valid SIDs (True) or any code per level.
+  """
+
+  def __init__(
+    self,
+    params,
+    model_config: decoder.DecoderConfig,
+    layout: TokenLayout,
+    sid_tables: tables.SidTables,
+    efficiency_score: np.ndarray,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    rules=None,
+    batch_size: int = 256,
+    constrained: bool = True,
+  ):
+    if tuple(sid_tables.level_sizes) != layout.sid_level_sizes:
+      raise ValueError(
+        f"SID tables have level sizes {sid_tables.level_sizes}, the generator's layout "
+        f"{layout.sid_level_sizes}: they come from different tokenizers"
+      )
+    self.model_config = model_config
+    self.layout = layout
+    self.sid_tables = sid_tables
+    self.efficiency_score = np.asarray(efficiency_score, np.float32)
+    self.mesh = mesh if mesh is not None else partitioning.make_mesh()
+    self.rules = tuple(rules) if rules is not None else partitioning.logical_rules()
+    self._batch_sharding = partitioning.batch_sharding(self.mesh, self.rules)
+    data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    self.batch_size = max(data_ways, -(-batch_size // data_ways) * data_ways)
+    shardings = decoder.param_shardings(model_config, self.mesh, self.rules)
+    self.params = jax.device_put(params, shardings)
+    self.trie = None
+    if constrained:
+      # Built on the host, then replicated on the mesh once (set-up may copy).
+      with jax.transfer_guard("allow"):
+        trie = trie_lib.build_trie_index(sid_tables.sids, layout.sid_level_sizes)
+      self.trie = jax.device_put(trie, partitioning.replicated(self.mesh))
+
+  @functools.partial(jax.jit, static_argnames=("self", "beam_size"))
+  def _decode(self, params, trie, prompts, *, beam_size: int):
+    cfg = self.model_config
+    # Cache: the prompt plus the L-1 SID tokens fed back (the last one is never fed).
+    max_len = prompts.shape[1] + self.layout.num_sid_levels
+    first_logits, cache = decoder.prefill(params, cfg, prompts, max_len)
+    step_fn = lambda tokens, c: decoder.extend(params, cfg, tokens, c)
+    return beam_lib.beam_search(
+      step_fn, first_logits, cache, layout=self.layout, beam_size=beam_size, trie=trie
+    )
+
+  def decode(self, prompts: np.ndarray, beam_size: int):
+    """[R, Tp] left-padded prompts -> (sids [R, K, L], scores [R, K], valid [R, K]) on host."""
+    prompts = np.asarray(prompts, np.int32)
+    outputs = []
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      for start in range(0, len(prompts), self.batch_size):
+        chunk = prompts[start : start + self.batch_size]
+        padded = np.full((self.batch_size, prompts.shape[1]), PAD_ID, np.int32)
+        padded[: len(chunk)] = chunk
+        device_prompts = jax.device_put(padded, self._batch_sharding)
+        result = self._decode(self.params, self.trie, device_prompts, beam_size=beam_size)
+        outputs.append([np.asarray(x)[: len(chunk)] for x in jax.device_get(result)])
+    return tuple(np.concatenate(parts) for parts in zip(*outputs))
+
+  def retrieve(self, prompts: np.ndarray, beam_size: int, max_items: int = 1000) -> np.ndarray:
+    """[R, Tp] prompts -> [R, max_items] ranked, de-duplicated item ids (PAD_ITEM-padded)."""
+    sids, _, valid = self.decode(prompts, beam_size)
+    return metrics.ranked_items(
+      sids, valid, self.sid_tables, self.efficiency_score, max_items=max_items
+    )
+
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other
