@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
+    "importlib_resources==7.1.0",
 ]
 
 setuptools.setup(

@@ -37,6 +37,13 @@ def main(argv: list[str]) -> None:
   import jax
 
   jax.config.update("jax_transfer_guard", "disallow")
+  # Multi-host runs join the job before anything touches a backend.
+  from gr_jax import distributed
+
+  try:
+    distributed.maybe_initialize()
+  except distributed.DistributedConfigError as e:
+    _fail(str(e))
   try:
     gin_utils.parse(FLAGS.value, BINDINGS.value, GIN_SEARCH_PATHS.value)
   except gin_utils.GinConfigError as e:

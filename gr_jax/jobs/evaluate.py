@@ -35,10 +35,12 @@ def sample_test_requests(logs: schema.SearchLogs, max_requests: int, seed: int) 
   return rows
 
 
-def request_prompts(task, catalog, logs, item_sid, vocab, generator: sft.Generator) -> np.ndarray:
-  """[R, P] prompt tokens, one per row of `logs` (all rows must be test rows)."""
+def request_prompts(
+  task, catalog, logs, item_sid, vocab, generator: sft.Generator, split: str = "test"
+) -> np.ndarray:
+  """[R, P] prompt tokens, one per row of `logs` (all rows must be of `split` and clicked)."""
   examples = seqio_tasks.build_examples(
-    task, catalog, logs, "test", item_sid, vocab, generator.layout, generator.prompt_len
+    task, catalog, logs, split, item_sid, vocab, generator.layout, generator.prompt_len
   )
   rows, first = np.unique(examples["request_row"], return_index=True)
   if len(rows) != logs.num_requests:

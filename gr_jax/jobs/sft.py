@@ -16,6 +16,7 @@ import os
 import gin
 from absl import logging
 
+from gr_jax import io_utils
 from gr_jax.data import seqio_tasks, text_vocab
 from gr_jax.data.token_layout import TokenLayout
 from gr_jax.jobs import data as data_job
@@ -84,6 +85,7 @@ def train_sft(
   tokenizer: str = gin.REQUIRED,
   stages: tuple[str, ...] = ("i2sid", "q2sid", "uq2sid"),
   model: str = "small",
+  model_overrides: dict | None = None,
   prompt_len: int = 32,
   batch_size: int = 128,
   stage_steps: dict | None = None,
@@ -97,6 +99,7 @@ def train_sft(
     tokenizer: which SID artefacts to learn.
     stages: task names in training order (seqio_tasks.TASK_NAMES).
     model: decoder preset (tiny, small, base, qwen05b).
+    model_overrides: DecoderConfig fields changed from the preset (e.g. num_layers).
     prompt_len: tokens before the SID.
     batch_size: global batch of every stage.
     stage_steps: steps per stage (default 1000 each).
@@ -112,13 +115,21 @@ def train_sft(
   layout = TokenLayout(
     text_vocab_size=vocab.vocab_size, sid_level_sizes=tuple(sid.tables.level_sizes)
   )
-  model_config = decoder.decoder_preset(model, vocab_size=layout.vocab_size)
+  model_config = decoder.decoder_preset(
+    model, vocab_size=layout.vocab_size, **dict(model_overrides or {})
+  )
   generator = Generator(layout, model_config, prompt_len)
   seqio_vocab = vocab.as_seqio_vocabulary()
   results = {}
   previous = None
   for stage in stages:
     stage_dir = paths.sft_dir(workdir, tokenizer, stage)
+    previous_stage = previous
+    previous = os.path.join(stage_dir, "checkpoints")
+    if os.path.exists(os.path.join(stage_dir, "metrics.json")):
+      logging.info("SFT %s/%s: finished earlier; skipped", tokenizer, stage)
+      results[stage] = io_utils.read_json(os.path.join(stage_dir, "metrics.json"))
+      continue
     examples = seqio_tasks.build_examples(
       stage, catalog, logs, "train", sid.tables.item_sid, seqio_vocab, layout, prompt_len
     )
@@ -135,7 +146,7 @@ def train_sft(
     config = dataclasses.replace(
       trainer.TrainerConfig(),
       num_steps=steps,
-      init_checkpoint=previous,
+      init_checkpoint=previous_stage,
     )
     schedule = optim.make_schedule(total_steps=steps, learning_rate=lr)
     runner = trainer.Trainer(
@@ -155,5 +166,4 @@ def train_sft(
       return {"preempted": True}
     results[stage] = result.last_metrics
     paths.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
-    previous = os.path.join(stage_dir, "checkpoints")
   return results

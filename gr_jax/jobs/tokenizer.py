@@ -10,6 +10,7 @@ atomically with its diagnostics.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import gin
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from gr_jax import io_utils
 from gr_jax.data import schema
 from gr_jax.jobs import data as data_job
 from gr_jax.jobs import paths
@@ -96,6 +98,12 @@ def train_tokenizer(
   Returns:
     The diagnostics dict.
   """
+  out_dir = paths.sid_dir(workdir, name)
+  if os.path.exists(os.path.join(out_dir, "diagnostics.json")):
+    logging.info(
+      "tokenizer %s: artefacts exist in %s; skipped (delete them to retrain)", name, out_dir
+    )
+    return io_utils.read_json(os.path.join(out_dir, "diagnostics.json"))
   catalog, logs = data_job.load_data(workdir)
   if catalog.features is None or logs.query_features is None:
     raise ValueError(
@@ -161,6 +169,6 @@ def train_tokenizer(
     assign_items_per_s=catalog.num_items / max(assign_seconds, 1e-9),
     final_train_metrics=train_metrics,
   )
-  tables.write_sid_artefacts(paths.sid_dir(workdir, name), sid_tables, diag, variables, config)
+  tables.write_sid_artefacts(out_dir, sid_tables, diag, variables, config)
   logging.info("tokenizer %s: %s", name, {k: v for k, v in diag.items() if not isinstance(v, dict)})
   return diag

@@ -9,7 +9,7 @@ import optax
 from gr_jax.models import decoder
 
 
-def _target_logits(module: decoder.Decoder, tokens, num_targets: int):
+def target_logits(module: decoder.Decoder, tokens, num_targets: int):
   """Logits only where a SID token is predicted: [B, num_targets, V].
 
   The vocabulary projection is the largest matmul per position; the prompt
@@ -42,7 +42,7 @@ class SftTask:
     inputs = tokens[:, :-1]  # [B, T-1]; the last L inputs predict the L SID tokens
     targets = tokens[:, -levels:]  # [B, L]
     weights = batch["loss_weights"][:, -levels:].astype(jnp.float32)  # [B, L]
-    logits = self.model.apply(variables, inputs, levels, method=_target_logits)  # [B, L, V]
+    logits = self.model.apply(variables, inputs, levels, method=target_logits)  # [B, L, V]
     token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, L]
     loss = jnp.sum(token_loss * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)  # [B, L]

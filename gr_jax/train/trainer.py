@@ -274,6 +274,7 @@ class Trainer:
     *,
     eval_fn: Callable[[TrainState, int], dict[str, float]] | None = None,
     writer: metric_writers.MetricWriter | None = None,
+    prepare_batch: Callable[[TrainState, dict, int], dict] | None = None,
   ) -> FitResult:
     """Trains to `config.num_steps`, resuming when a checkpoint exists.
 
@@ -282,6 +283,8 @@ class Trainer:
       eval_fn: (state, step) -> scalar metrics; called every `eval_every` steps and at
         the end.
       writer: where measurements go; default: console + TensorBoard in workdir/tb.
+      prepare_batch: (state, device batch, step) -> device batch, run before each
+        update with the current state (e.g. an RL rollout from the current policy).
 
     Returns:
       FitResult with the final state; `preempted` is True when SIGTERM stopped the
@@ -307,7 +310,11 @@ class Trainer:
         step = start
         while step < cfg.num_steps:
           host_batch = batch_fn(step)
-          state, metrics = self.train_step(state, self.put_batch(host_batch), base_rng)
+          device_batch = self.put_batch(host_batch)
+          if prepare_batch is not None:
+            with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+              device_batch = prepare_batch(state, device_batch, step)
+          state, metrics = self.train_step(state, device_batch, base_rng)
           step += 1
           window_examples += len(next(iter(host_batch.values())))
           if progress is not None:

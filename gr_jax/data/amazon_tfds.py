@@ -1,0 +1,227 @@
+"""TFDS builder for Amazon Scientific, and a reader for any contract builder.
+
+`AmazonScientific` (TFDS name `amazon_scientific`) reads the UniSRec files from
+a manual download directory (TFDS's way for data that cannot be fetched) and
+writes the contract features (DESIGN.md, "Data contracts"). TFDS gives one
+feature spec per builder config, so the contract's two tables are two configs:
+
+  amazon_scientific/catalog  split 'catalog'              one row per item
+  amazon_scientific/logs     splits 'train' 'valid' 'test' one row per request
+
+Manual directory, first that is set: the `manual_dir` builder argument, TFDS's
+`DownloadConfig(manual_dir=...)` (when it holds the files), the environment
+variable GR_JAX_AMAZON_DIR, then `../shared/data/amazon_scientific` relative to
+the repository root. Build with
+
+  python -c "from gr_jax.data import amazon_tfds; amazon_tfds.load_tfds_tables()"
+
+(both configs; `data_dir=` / `manual_dir=` as needed), or
+`tfds.builder('amazon_scientific/logs').download_and_prepare()` after importing
+this module, or `tfds build gr_jax/data/amazon_tfds.py --config logs
+--manual_dir DIR` (the tfds 4.9.10 CLI imports apache_beam at start-up, so that
+route needs apache-beam installed). `load_tfds_tables` reads any builder with these two
+configs back into (schema.Catalog, schema.SearchLogs), validating every row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import gin
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gr_jax.data import amazon, contracts, schema
+
+MANUAL_DIR_ENV = "GR_JAX_AMAZON_DIR"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_MANUAL_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "amazon_scientific")
+CATALOG_CONFIG = "catalog"
+LOGS_CONFIG = "logs"
+
+
+def default_manual_dir() -> str:
+  """GR_JAX_AMAZON_DIR when set, else ../shared/data/amazon_scientific next to the repo."""
+  return os.environ.get(MANUAL_DIR_ENV) or DEFAULT_MANUAL_DIR
+
+
+def _holds_files(path) -> bool:
+  return path is not None and os.path.isfile(os.path.join(os.fspath(path), amazon.TEXT_FILE))
+
+
+def catalog_features() -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict(
+    {
+      "item_id": np.int64,
+      "title": tfds.features.Text(),
+      "category_path": tfds.features.Sequence(tfds.features.Text()),
+      "category_id": np.int64,
+      "brand": tfds.features.Text(),
+      "efficiency_score": np.float32,
+    }
+  )
+
+
+def log_features() -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict(
+    {
+      "request_id": np.int64,
+      "user_id": np.int64,
+      "user_profile": tfds.features.Tensor(shape=(2,), dtype=np.int64),
+      "recent_clicks": tfds.features.Sequence(np.int64),
+      "query": tfds.features.Text(),
+      "exposed": tfds.features.Sequence(np.int64),
+      "clicked": tfds.features.Sequence(np.int64),
+      "purchased": tfds.features.Sequence(np.int64),
+      "split": tfds.features.ClassLabel(names=list(schema.SPLITS)),
+    }
+  )
+
+
+class AmazonScientific(tfds.core.GeneratorBasedBuilder):
+  """Amazon Reviews 2018 Industrial & Scientific 5-core, as contract tables."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Catalog and leave-one-out requests with category-path pseudo-queries."}
+  BUILDER_CONFIGS = [
+    tfds.core.BuilderConfig(name=CATALOG_CONFIG, description="One row per item."),
+    tfds.core.BuilderConfig(
+      name=LOGS_CONFIG, description="One row per request (train/valid/test)."
+    ),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Place the UniSRec 'Scientific' files (Scientific.text, Scientific.item2index, "
+    "Scientific.user2index, Scientific.{train,valid,test}.inter) in the manual directory, "
+    f"or point ${MANUAL_DIR_ENV} at them."
+  )
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def url_infos(cls) -> None:
+    # Nothing is downloaded, so there is no checksums file to look up (the
+    # lookup would also need the optional `importlib_resources` package).
+    return None
+
+  def __init__(self, *, manual_dir: str | None = None, **kwargs):
+    self._manual_dir_arg = manual_dir
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    is_catalog = self.builder_config.name == CATALOG_CONFIG
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description="Amazon Scientific (UniSRec 5-core) in the gr_jax data contract.",
+      features=catalog_features() if is_catalog else log_features(),
+      homepage="https://nijianmo.github.io/amazon/",
+      disable_shuffling=True,
+      citation=(
+        "Ni, Li, McAuley. Justifying recommendations using distantly-labeled reviews and "
+        "fine-grained aspects. EMNLP 2019."
+      ),
+    )
+
+  def _resolve_manual_dir(self, dl_manager) -> str:
+    if self._manual_dir_arg:
+      return self._manual_dir_arg
+    try:
+      tfds_dir = dl_manager.manual_dir
+    except AssertionError:  # TFDS raises it when its manual dir is absent or empty
+      tfds_dir = None
+    return os.fspath(tfds_dir) if _holds_files(tfds_dir) else default_manual_dir()
+
+  def _split_generators(self, dl_manager):
+    catalog, logs, _ = amazon.load_amazon_scientific(self._resolve_manual_dir(dl_manager))
+    if self.builder_config.name == CATALOG_CONFIG:
+      return {"catalog": self._generate_examples(catalog, "catalog")}
+    return {
+      split: self._generate_examples(logs.split_rows(split), split) for split in schema.SPLITS
+    }
+
+  def _generate_examples(self, table, split: str):
+    if isinstance(table, schema.Catalog):
+      yield from self._generate_items(table)
+    else:
+      yield from self._generate_requests(table, split)
+
+  def _generate_items(self, catalog: schema.Catalog):
+    for item in range(catalog.num_items):
+      yield (
+        item,
+        {
+          "item_id": item,
+          "title": catalog.title[item],
+          "category_path": list(catalog.category_path[item]),
+          "category_id": int(catalog.category_id[item]),
+          "brand": catalog.brand[item],
+          "efficiency_score": float(catalog.efficiency_score[item]),
+        },
+      )
+
+  def _generate_requests(self, logs: schema.SearchLogs, split: str):
+    for row in range(logs.num_requests):
+
+      def ids(table, row=row):
+        return table[row][table[row] != schema.PAD_ITEM].astype(np.int64)
+
+      yield (
+        int(logs.request_id[row]),
+        {
+          "request_id": int(logs.request_id[row]),
+          "user_id": int(logs.user_id[row]),
+          "user_profile": logs.user_profile[row].astype(np.int64),
+          "recent_clicks": ids(logs.recent_clicks),
+          "query": logs.query[row],
+          "exposed": ids(logs.exposed),
+          "clicked": ids(logs.clicked),
+          "purchased": ids(logs.purchased),
+          "split": split,
+        },
+      )
+
+
+@gin.configurable
+def load_tfds_tables(
+  builder_name: str = "amazon_scientific",
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  history_len: int | None = 50,
+  on_error: contracts.OnError = "raise",
+  prepare: bool = True,
+) -> tuple[schema.Catalog, schema.SearchLogs]:
+  """Reads a contract builder's `catalog` and `logs` configs into tables.
+
+  Args:
+    builder_name: registered TFDS name (optionally with ':version').
+    data_dir: TFDS data dir.
+    manual_dir: manual download dir (AmazonScientific only).
+    history_len: width of recent_clicks; None = the longest history.
+    on_error: 'raise' or 'skip' for bad request rows (see contracts).
+    prepare: run download_and_prepare first (a no-op once built).
+
+  Returns:
+    (catalog, logs), validated.
+
+  Raises:
+    schema.DataContractError: a row breaks the contract, naming
+      '<builder>/catalog' or '<builder>/logs', the example index and the field.
+  """
+  name, _, version = builder_name.partition(":")
+  suffix = f":{version}" if version else ""
+  extra = {"manual_dir": manual_dir} if manual_dir else {}
+  rows = {}
+  for config, splits in ((CATALOG_CONFIG, ("catalog",)), (LOGS_CONFIG, schema.SPLITS)):
+    builder = tfds.builder(f"{name}/{config}{suffix}", data_dir=data_dir, **extra)
+    if prepare:
+      builder.download_and_prepare()
+    rows[config] = [
+      example
+      for split in splits
+      for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+    ]
+  catalog, logs, report = contracts.tables_from_rows(
+    rows[CATALOG_CONFIG], rows[LOGS_CONFIG], name, history_len, on_error
+  )
+  if report.total:
+    logging.warning("%s", report.summary())
+  return catalog, logs

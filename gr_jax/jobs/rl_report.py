@@ -1,0 +1,55 @@
+"""Table 4 job: SFT vs GRPO (K=0) vs EG-GRPO (K=2, K=4), mean and spread over seeds.
+
+Reads WORKDIR/rl/<tokenizer>/<run>/metrics.json (written by train_rl; run names
+carry the variant and seed, e.g. 'eg_grpo_k2_s1') and the SFT generator's
+personalized row of WORKDIR/eval/metrics.json, and writes eval/table4.md.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import gin
+import numpy as np
+
+from gr_jax import io_utils
+from gr_jax.eval import report
+from gr_jax.jobs import paths
+
+COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10))
+
+
+def _row(values: list[dict]) -> dict:
+  row = {}
+  for metric, beam in COLUMNS:
+    xs = np.array([v[str(beam)][metric] if str(beam) in v else v[beam][metric] for v in values])
+    spread = f" ± {xs.std(ddof=1):.4f}" if len(xs) > 1 else ""
+    row[f"{metric}@{beam}"] = f"{xs.mean():.4f}{spread}"
+  row["seeds"] = len(values)
+  return row
+
+
+@gin.configurable
+def report_rl(workdir: str, tokenizer: str = "cq_sid"):
+  """Aggregates the RL runs of `tokenizer` into Table 4 (returns the markdown)."""
+  rows = []
+  eval_path = os.path.join(paths.eval_dir(workdir), "metrics.json")
+  if os.path.exists(eval_path):
+    sft_curve = io_utils.read_json(eval_path)["tokenizers"][tokenizer]["stages"]["personalized"]
+    rows.append({"method": "SFT", **_row([sft_curve])})
+  runs: dict[str, list[dict]] = {}
+  for path in sorted(
+    glob.glob(os.path.join(paths.rl_dir(workdir, tokenizer, "*"), "metrics.json"))
+  ):
+    name = os.path.basename(os.path.dirname(path))
+    variant = re.sub(r"_s\d+$", "", name)  # seeds of one variant pool together
+    runs.setdefault(variant, []).append(io_utils.read_json(path)["eval"])
+  for variant, values in runs.items():
+    rows.append({"method": variant, **_row(values)})
+  columns = ["method"] + [f"{m}@{b}" for m, b in COLUMNS] + ["seeds"]
+  text = report.markdown_table(rows, columns, title=f"Table 4 analogue ({tokenizer})")
+  io_utils.write_text(os.path.join(paths.eval_dir(workdir), "table4.md"), text)
+  print(text)
+  return text
