@@ -11,6 +11,7 @@ import re
 
 import gin
 
+from gr_jax import io_utils
 from gr_jax.data.schema import DataContractError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,10 +88,7 @@ def write_operative_config(workdir: str, before_run: bool = False) -> None:
   """Saves the gin config in force, for reproducing the run."""
   name = "config.gin" if before_run else "operative_config.gin"
   text = gin.config_str() if before_run else gin.operative_config_str()
-  tmp = os.path.join(workdir, name + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, os.path.join(workdir, name))
+  io_utils.write_text(os.path.join(workdir, name), text)
 
 
 def _one_line(e: BaseException) -> str:

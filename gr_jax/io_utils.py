@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 
 def write_text(path: str, text: str) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
+  tmp = temp_path(path)
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def temp_path(path: str) -> str:
+  """A temporary name next to `path`, own to this process.
+
+  In a multi-host run every process writes the same files to shared storage; one
+  temporary name for all would let one process rename away another's file.
+  """
+  return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
 
 
 def write_json(path: str, payload) -> None:

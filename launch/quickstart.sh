@@ -4,6 +4,8 @@
 # evaluation (Tables 1-3) -> GRPO (K=0) and EG-GRPO (K=2) -> Table 4.
 # Finished stages are reused on a rerun; WORKDIR (default workdir/quickstart) holds
 # everything. Extra gin bindings for every job: GIN_BINDINGS="a=1;b=2".
+# TOKENIZERS (default "cq_sid rqvae") picks the stage-A configs (gin_configs/sid/);
+# RL=0 skips stage C.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 WORKDIR="${WORKDIR:-$REPO_ROOT/workdir/quickstart}"
 SIZES="${QUICKSTART_GIN:-runs/quickstart.gin}"
@@ -21,13 +23,20 @@ job() {
 }
 start=$(date +%s)
 job runs/data.gin
-for tok in cq_sid rqvae; do
+read -r -a tokenizers <<<"${TOKENIZERS:-cq_sid rqvae}"
+tok_tuple="($(printf "'%s'," "${tokenizers[@]}"))"
+for tok in "${tokenizers[@]}"; do
   job runs/tokenizer.gin --gin_file="sid/$tok.gin" --gin_bindings="train_tokenizer.name='$tok'"
 done
-for tok in cq_sid rqvae; do
+for tok in "${tokenizers[@]}"; do
   job runs/sft.gin --gin_bindings="train_sft.tokenizer='$tok'"
 done
-job runs/evaluate.gin
+job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple"
+if [ "${RL:-1}" = "0" ]; then
+  echo "[quickstart] done in $(($(date +%s) - start)) s; results in $WORKDIR/eval/"
+  cat "$WORKDIR/eval/results.md"
+  exit 0
+fi
 job runs/eg_grpo.gin --gin_file=rl/grpo_k0.gin --gin_bindings="train_rl.name='grpo_k0_s0'" \
   --gin_bindings="TrainerConfig.num_steps=100"
 job runs/eg_grpo.gin --gin_bindings="train_rl.name='eg_grpo_k2_s0'" \

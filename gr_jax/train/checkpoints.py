@@ -65,12 +65,19 @@ def restore_params(checkpoint_dir: str, step: int | None = None) -> tuple[dict, 
     FileNotFoundError: no finished checkpoint under `checkpoint_dir`.
   """
   manager = ocp.CheckpointManager(
-    os.path.abspath(checkpoint_dir), options=ocp.CheckpointManagerOptions(read_only=True)
+    os.path.abspath(checkpoint_dir),
+    item_handlers=ocp.StandardCheckpointHandler(),
+    options=ocp.CheckpointManagerOptions(read_only=True),
   )
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"init checkpoint: no finished checkpoint in '{checkpoint_dir}'")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  # Onto one local device, whatever mesh or process count saved it (orbax refuses the
+  # saved shardings under another topology); the caller re-shards.
+  metadata = manager.item_metadata(step)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   manager.close()
   tree = {"params": restored["params"], "model_state": restored.get("model_state", {})}
-  return jax.tree.map(lambda x: x, tree), step
+  return jax.device_get(tree), step

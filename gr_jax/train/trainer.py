@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from gr_jax.train import checkpoints, metric_writers, optim, partitioning
 
@@ -101,13 +102,22 @@ class FitResult:
 
 
 class _SigtermFlag:
-  """Turns SIGTERM into a flag the train loop polls, so it can save and exit."""
+  """Turns SIGTERM into a flag the train loop polls, so it can save and exit.
+
+  With several processes, a SIGTERM may reach only some of them, and they must all
+  stop after the same step: then JAX's preemption service (started by
+  jax.distributed.initialize, it listens for SIGTERM on every process) picks the step,
+  and this class leaves the signal to it.
+  """
 
   def __init__(self):
     self.raised = False
     self._previous = None
+    self._multi_process = jax.process_count() > 1
 
   def __enter__(self):
+    if self._multi_process:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread: preemption handling is the caller's.
@@ -117,6 +127,12 @@ class _SigtermFlag:
   def _handle(self, signum, frame):
     del signum, frame
     self.raised = True
+
+  def should_stop(self, step: int) -> bool:
+    """True once a preemption was signalled; every process must call it every step."""
+    if self._multi_process:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.raised
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -178,8 +194,13 @@ class Trainer:
     return self._state_sharding
 
   def put_batch(self, batch: Batch) -> dict[str, jax.Array]:
-    """Host batch -> device arrays sharded over the batch axis (explicit transfer)."""
-    return jax.device_put(batch, self._batch_sharding)
+    """Host batch -> device arrays sharded over the batch axis (explicit transfer).
+
+    Every process holds the same global batch (batch_fn is a pure function of the
+    step) and transfers only the rows of its own devices, so this works with one
+    process or many.
+    """
+    return jax.tree.map(lambda x: _host_to_global(x, self._batch_sharding), batch)
 
   # ------------------------------------------------------------------- init
   def init_state(self, sample_batch: Batch) -> tuple[TrainState, int | None]:
@@ -299,7 +320,8 @@ class Trainer:
     # Set-up may copy host values freely; the transfer guard is for the step loop.
     with jax.transfer_guard("allow"):
       state, resumed = self.init_state(batch_fn(0))
-      base_rng = jax.device_put(jax.random.key(cfg.seed + 1), self._replicated)
+      # Made on device: a host key cannot be put on devices of other processes.
+      base_rng = jax.jit(lambda: jax.random.key(cfg.seed + 1), out_shardings=self._replicated)()
     start = int(jax.device_get(state.step))
     last_metrics: dict[str, float] = {}
     preempted = False
@@ -339,9 +361,11 @@ class Trainer:
             self.checkpointer.save(step, state)
           if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
             writer.write_scalars(step, eval_fn(state, step), prefix="eval")
-          if sigterm.raised:
+          if sigterm.should_stop(step):
             logging.warning("SIGTERM: saving step %d and stopping; rerun to resume", step)
-            self.checkpointer.save(step, state, force=True)
+            # The signal may arrive during a periodic save of this very step.
+            if self.checkpointer.latest_step() != step:
+              self.checkpointer.save(step, state, force=True)
             preempted = True
             break
         if not preempted:
@@ -369,12 +393,29 @@ def _put_like(tree, abstract, what: str, source: str):
   """Host tree -> device arrays with the shardings of `abstract`; checks structure."""
   try:
     return jax.tree.map(
-      lambda x, a: jax.device_put(np.asarray(x, dtype=a.dtype).reshape(a.shape), a.sharding),
+      lambda x, a: _host_to_global(np.asarray(x, dtype=a.dtype).reshape(a.shape), a.sharding),
       tree,
       abstract,
     )
   except (ValueError, TypeError) as e:
     raise ValueError(f"init checkpoint {source}: {what} do not match this model: {e}") from e
+
+
+def _host_to_global(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A host array every process holds in full -> a global array with `sharding`.
+
+  Each process copies only the shards of its addressable devices, each with an
+  explicit `device_put` (so the transfer guard lets it through). One process owning
+  every device takes the faster single `device_put`.
+  """
+  value = np.asarray(value)
+  if sharding.is_fully_addressable:
+    return jax.device_put(value, sharding)
+  shards = [
+    jax.device_put(value[index], device)
+    for device, index in sharding.addressable_devices_indices_map(value.shape).items()
+  ]
+  return jax.make_array_from_single_device_arrays(value.shape, sharding, shards)
 
 
 def _progress_bar(start: int, total: int, enabled: bool):
