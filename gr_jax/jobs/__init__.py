@@ -1,3 +1,3 @@
 """Jobs a gin file can name with `run.job = @<name>`; importing this registers them."""
 
-from gr_jax.jobs import data, evaluate, example, rl, rl_report, sft, tokenizer  # noqa: F401
+from gr_jax.jobs import data, evaluate, example, rl, rl_report, seqrec_eval, sft, tokenizer  # noqa: F401

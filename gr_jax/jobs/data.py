@@ -55,7 +55,9 @@ def prepare_data(
       return out
   if source == "amazon":
     if not amazon_dir:
-      raise ValueError("prepare_data.amazon_dir: required for source 'amazon' (the Scientific.* folder)")
+      raise ValueError(
+        "prepare_data.amazon_dir: required for source 'amazon' (the Scientific.* folder)"
+      )
     return prepare_amazon(out, amazon_dir, feature_cache_dir or os.path.join(out, "text_cache"))
   start = time.perf_counter()
   config = world.world_preset(preset, **dict(overrides or {}))

@@ -27,8 +27,15 @@ from gr_jax.sid import tables
 
 
 def sample_test_requests(logs: schema.SearchLogs, max_requests: int, seed: int) -> np.ndarray:
-  """Seeded sample of test rows that have at least one clicked item (the same for every method)."""
-  rows = np.flatnonzero((logs.split == schema.SPLITS.index("test")) & (logs.clicked >= 0).any(-1))
+  """Seeded sample of test rows with a query and at least one clicked item (same for every method).
+
+  Requests with an empty query (e.g. Amazon targets without a category) have no
+  search prompt, so they are left out.
+  """
+  has_query = np.array([bool(str(q).strip()) for q in logs.query])
+  rows = np.flatnonzero(
+    (logs.split == schema.SPLITS.index("test")) & (logs.clicked >= 0).any(-1) & has_query
+  )
   rng = np.random.default_rng(seed)
   if len(rows) > max_requests:
     rows = np.sort(rng.choice(rows, max_requests, replace=False))
