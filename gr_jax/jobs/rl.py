@@ -12,6 +12,7 @@ clk@k / exp@k of the policy on the evaluation sample to metrics.json.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import gin
@@ -154,7 +155,8 @@ def train_rl(
   rollout_fn = eg_grpo.make_rollout(config, policy.sample, policy.logprob)
   replicated = partitioning.replicated(mesh)
 
-  @jax.jit
+  # Every rollout field is batch-major: keep them on the trainer's batch sharding.
+  @functools.partial(jax.jit, out_shardings=partitioning.batch_sharding(mesh, rules))
   def rollout(params, batch, key, step):
     return rollout_fn(params, reference, batch, jax.random.fold_in(key, step))
 

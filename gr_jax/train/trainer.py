@@ -113,11 +113,13 @@ class _SigtermFlag:
   def __init__(self):
     self.raised = False
     self._previous = None
+    self._installed = False
     self._multi_process = jax.process_count() > 1
 
   def __enter__(self):
-    if self._multi_process:
+    if self._multi_process or self._installed:  # re-entering keeps the first install
       return self
+    self._installed = True
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread: preemption handling is the caller's.
@@ -137,6 +139,8 @@ class _SigtermFlag:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+    self._installed = False
 
 
 class Trainer:
@@ -317,18 +321,25 @@ class Trainer:
     cfg = self.config
     own_writer = writer is None
     writer = writer or metric_writers.MetricWriter(os.path.join(self.workdir, "tb"))
+    # The SIGTERM handler goes in before set-up, so a preemption during a slow
+    # start is honoured at the first step instead of killing the process.
+    sigterm = _SigtermFlag().__enter__()
     # Set-up may copy host values freely; the transfer guard is for the step loop.
-    with jax.transfer_guard("allow"):
-      state, resumed = self.init_state(batch_fn(0))
-      # Made on device: a host key cannot be put on devices of other processes.
-      base_rng = jax.jit(lambda: jax.random.key(cfg.seed + 1), out_shardings=self._replicated)()
+    try:
+      with jax.transfer_guard("allow"):
+        state, resumed = self.init_state(batch_fn(0))
+        # Made on device: a host key cannot be put on devices of other processes.
+        base_rng = jax.jit(lambda: jax.random.key(cfg.seed + 1), out_shardings=self._replicated)()
+    except BaseException:
+      sigterm.__exit__(None, None, None)
+      raise
     start = int(jax.device_get(state.step))
     last_metrics: dict[str, float] = {}
     preempted = False
     progress = _progress_bar(start, cfg.num_steps, cfg.progress_bar)
     window_start, window_examples = time.perf_counter(), 0
     try:
-      with _SigtermFlag() as sigterm:
+      with sigterm:
         step = start
         while step < cfg.num_steps:
           host_batch = batch_fn(step)

@@ -1,0 +1,94 @@
+"""Smoke tests of benchmarks/: every benchmark runs in --quick mode and writes its records.
+
+No timing is asserted; the checks are that each JSON / markdown record is written with the
+expected keys, and the correctness side-results the benchmarks compute (host vs device trie
+masks, host vs device decode) hold.
+"""
+
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import common
+from benchmarks.host_trie import build_host_trie, host_mask
+from gr_jax.decoding import trie as trie_lib
+
+RECORD_KEYS = {
+  "benchmark",
+  "command",
+  "time_utc",
+  "machine",
+  "load_average_before",
+  "load_average_after",
+  "settings",
+  "summary",
+  "rows",
+  "notes",
+}
+
+SUMMARY_KEYS = {
+  "constrained_decode": {"max_ratio", "ratio_at_largest_beam", "target_ratio"},
+  "host_trie": {
+    "constraint_speedup_in_search",
+    "constraint_speedup_per_call",
+    "end_to_end_speedup",
+    "same_sids_end_to_end",
+    "target_speedup",
+  },
+  "catalog_scaling": {"largest_over_smallest", "target_ratio"},
+  "index_build": {"build_s", "peak_rss_gib", "build_only_rss_gib", "target_s", "target_gib"},
+  "train_throughput": {"tokens_per_s", "mfu_model_flops", "matmul_peak_gflops", "gpu_mfu"},
+  "tokenizer_throughput": {"train_items_per_s", "assign_items_per_s", "assign_21m_extrapolated_s"},
+  "serving": {"best_qps", "batch1_p50_ms", "paper"},
+  "decode_breakdown": {"sum_of_parts_ms", "constrained_decode_ms", "trie_cost_in_search_ms"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUMMARY_KEYS))
+def test_quick_run_writes_records(name, tmp_path):
+  module = importlib.import_module(f"benchmarks.{name}")
+  module.main(["--quick", "--repeats", "1", "--out-dir", str(tmp_path)])
+  with open(os.path.join(tmp_path, f"{name}.json")) as f:
+    record = json.load(f)
+  assert set(record) >= RECORD_KEYS
+  assert record["benchmark"] == name
+  assert SUMMARY_KEYS[name] <= set(record["summary"])
+  assert record["rows"], "no rows measured"
+  table_columns = [c for c in module.COLUMNS if c in record["rows"][0]]
+  assert table_columns, "the first row has none of the table's columns"
+  with open(os.path.join(tmp_path, f"{name}.md")) as f:
+    markdown = f.read()
+  assert "| " + " | ".join(module.COLUMNS) + " |" in markdown
+  if name == "host_trie":
+    assert all(row["agrees"] for row in record["rows"] if "agrees" in row)
+    assert record["summary"]["same_sids_end_to_end"]
+
+
+def test_host_trie_masks_match_the_device_trie():
+  level_sizes = (6, 5, 4)
+  sids = np.array([[0, 1, 2], [0, 1, 3], [0, 4, 0], [5, 0, 1], [5, 0, 1]])
+  table = build_host_trie(sids, level_sizes)
+  assert sorted(table) == [(), (0,), (0, 1), (0, 4), (5,), (5, 0)]
+  trie = trie_lib.build_trie_index(sids, level_sizes)
+  prefixes = np.array([[0, 1], [0, 4], [5, 0], [1, 1]])  # the last is not a valid prefix
+  nodes = trie_lib.sid_leaf_ids(
+    trie_lib.build_trie_index(sids[:, :2], level_sizes[:2]), prefixes
+  )  # depth-2 ids = rows of the unique 2-prefixes, -1 when absent
+  expected = np.asarray(trie_lib.valid_next_mask(trie, 2, nodes))
+  np.testing.assert_array_equal(host_mask(table, prefixes, level_sizes[2]), expected)
+
+
+def test_time_interleaved_and_table():
+  calls = []
+  timed = common.time_interleaved(
+    {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=2
+  )
+  assert calls == ["a", "b", "a", "b", "a", "b"]  # round-robin, warm-up round first
+  assert set(timed) == {"a", "b"} and len(timed["a"]["times_s"]) == 2
+  table = common.markdown_table([{"x": 1.23456, "y": "s"}, {"x": 2}], ["x", "y"])
+  assert table.splitlines() == ["| x | y |", "|---|---|", "| 1.235 | s |", "| 2 |  |"]
+  with pytest.raises(ValueError, match="repeats"):
+    common.time_call(lambda: None, repeats=0)
