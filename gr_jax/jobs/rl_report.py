@@ -24,7 +24,11 @@ COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10))
 def _row(values: list[dict]) -> dict:
   row = {}
   for metric, beam in COLUMNS:
-    xs = np.array([v[str(beam)][metric] if str(beam) in v else v[beam][metric] for v in values])
+    found = [v.get(str(beam), v.get(beam)) for v in values]
+    if any(entry is None for entry in found):
+      row[f"{metric}@{beam}"] = "n/a"  # that beam size was not evaluated
+      continue
+    xs = np.array([entry[metric] for entry in found])
     spread = f" ± {xs.std(ddof=1):.4f}" if len(xs) > 1 else ""
     row[f"{metric}@{beam}"] = f"{xs.mean():.4f}{spread}"
   row["seeds"] = len(values)
