@@ -38,9 +38,9 @@ if [ "${RL:-1}" = "0" ]; then
   exit 0
 fi
 job runs/eg_grpo.gin --gin_file=rl/grpo_k0.gin --gin_bindings="train_rl.name='grpo_k0_s0'" \
-  --gin_bindings="TrainerConfig.num_steps=100"
+  --gin_bindings="TrainerConfig.num_steps=50"
 job runs/eg_grpo.gin --gin_bindings="train_rl.name='eg_grpo_k2_s0'" \
-  --gin_bindings="TrainerConfig.num_steps=100"
+  --gin_bindings="TrainerConfig.num_steps=50"
 job runs/rl_report.gin
 echo
 echo "[quickstart] done in $(($(date +%s) - start)) s; results in $WORKDIR/eval/"
