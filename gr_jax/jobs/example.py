@@ -6,7 +6,7 @@ import os
 
 import gin
 
-from gr_jax.jobs import paths
+from gr_jax import io_utils
 from gr_jax.train import example_task, trainer
 
 
@@ -18,7 +18,7 @@ def train_example(workdir: str, task=None, batches=None):
   runner = trainer.Trainer(task, workdir, config=trainer.TrainerConfig())
   result = runner.fit(batch_fn)
   runner.close()
-  paths.write_json(
+  io_utils.write_json(
     os.path.join(workdir, "metrics.json"), {**result.last_metrics, "preempted": result.preempted}
   )
   return result

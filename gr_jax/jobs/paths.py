@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-from gr_jax import io_utils
-
 
 def data_dir(workdir: str) -> str:
   """catalog.npz, logs.npz (+ the world's latents) of the run's dataset."""
@@ -36,7 +34,3 @@ def rl_dir(workdir: str, tokenizer: str, name: str) -> str:
 
 def eval_dir(workdir: str) -> str:
   return os.path.join(workdir, "eval")
-
-
-write_json = io_utils.write_json
-read_json = io_utils.read_json

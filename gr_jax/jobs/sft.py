@@ -23,7 +23,7 @@ from gr_jax.jobs import data as data_job
 from gr_jax.jobs import paths
 from gr_jax.models import decoder, sft_task
 from gr_jax.sid import tables
-from gr_jax.train import batching, optim, trainer
+from gr_jax.train import batching, checkpoints, optim, trainer
 
 
 @gin.configurable
@@ -68,8 +68,6 @@ class Generator:
 
 def load_generator(stage_dir: str):
   """(Generator, params as host arrays) of a finished stage directory."""
-  from gr_jax.train import checkpoints
-
   spec_path = os.path.join(stage_dir, "generator.json")
   if not os.path.exists(spec_path):
     raise FileNotFoundError(f"{spec_path}: no trained generator here (run the SFT job first)")
@@ -165,5 +163,5 @@ def train_sft(
     if result.preempted:
       return {"preempted": True}
     results[stage] = result.last_metrics
-    paths.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
+    io_utils.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
   return results

@@ -337,7 +337,7 @@ class Trainer:
     last_metrics: dict[str, float] = {}
     preempted = False
     progress = _progress_bar(start, cfg.num_steps, cfg.progress_bar)
-    window_start, window_examples = time.perf_counter(), 0
+    window_start, window_examples, window_steps = time.perf_counter(), 0, 0
     try:
       with sigterm:
         step = start
@@ -350,16 +350,15 @@ class Trainer:
           state, metrics = self.train_step(state, device_batch, base_rng)
           step += 1
           window_examples += len(next(iter(host_batch.values())))
+          window_steps += 1
           if progress is not None:
             progress.update(1)
           if step % cfg.log_every == 0 or step == cfg.num_steps:
             last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             elapsed = time.perf_counter() - window_start
             last_metrics["examples_per_s"] = window_examples / max(elapsed, 1e-9)
-            last_metrics["step_time_s"] = (
-              elapsed / max(window_examples, 1) * len(next(iter(host_batch.values())))
-            )
-            window_start, window_examples = time.perf_counter(), 0
+            last_metrics["step_time_s"] = elapsed / max(window_steps, 1)
+            window_start, window_examples, window_steps = time.perf_counter(), 0, 0
             if cfg.check_finite and not np.isfinite(last_metrics["loss"]):
               raise NonFiniteLossError(
                 f"loss is {last_metrics['loss']} at step {step}; last checkpoint kept in "
