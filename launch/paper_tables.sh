@@ -11,9 +11,12 @@ declare -A settings=(
   [informative_titles]="prepare_data.overrides={'title_noise': 0.0}"
   [high_ambiguity]="prepare_data.overrides={'query_ambiguity': 0.6}"
 )
+# A fine beam grid for the "half the beams" figure (smallest beam reaching the
+# baseline's beam-100 hitrate).
+grid="evaluate.curve_beam_sizes=(1,5,10,20,30,40,50,60,70,80,90,100)"
 for name in default informative_titles high_ambiguity; do
   WORKDIR="$root/$name" TOKENIZERS="cq_sid rqvae cq_sid_wo_cate cq_sid_wo_qi" RL=0 \
-    GIN_BINDINGS="${settings[$name]}" bash "$here/quickstart.sh"
+    GIN_BINDINGS="${settings[$name]:+${settings[$name]};}$grid" bash "$here/quickstart.sh"
 done
 for name in default informative_titles high_ambiguity; do
   echo "## $name"

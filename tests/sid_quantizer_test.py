@@ -25,6 +25,50 @@ def test_residual_quantize_matches_manual_nearest_codes():
   np.testing.assert_allclose(np.asarray(result.quantized), latents - residual, atol=1e-5)
 
 
+def test_top_k_argmin_equals_argmin_including_ties_zeros_and_nan():
+  rng = np.random.default_rng(7)
+  # Few distinct values: most rows have their minimum several times (ties -> lowest index).
+  distances = rng.integers(0, 4, size=(512, 300)).astype(np.float32)  # [B, K]
+  distances[0] = 1.0  # the whole row ties
+  distances[1, :4] = [0.0, -0.0, 0.0, 1.0]  # signed zeros are equal for argmin
+  distances[2, :4] = [-0.0, 0.0, 0.0, 1.0]
+  distances[3, :4] = [np.inf, np.nan, 0.0, np.nan]  # argmin takes the first NaN
+  distances[4, :4] = [-np.inf, 1.0, -np.nan, 0.0]  # NaN beats -inf, whatever its sign
+  distances[5] = np.inf
+  distances[6, 7] = -np.inf
+  expected = np.argmin(distances, axis=1)
+  np.testing.assert_array_equal(expected[:5], [0, 0, 0, 1, 2])
+  for fn in (quantizer._argmin_by_top_k, jax.jit(quantizer._argmin_by_top_k)):
+    codes = np.asarray(fn(jnp.asarray(distances)))
+    assert codes.dtype == np.int32
+    np.testing.assert_array_equal(codes, expected)
+  np.testing.assert_array_equal(np.asarray(jnp.argmin(jnp.asarray(distances), axis=1)), expected)
+
+
+def test_nearest_codes_equal_argmin_with_duplicate_codes():
+  rng = np.random.default_rng(8)
+  # Small integers keep every distance exact, so duplicated codes tie exactly.
+  points = rng.integers(-3, 4, size=(1000, 8)).astype(np.float32)  # [B, Z]
+  codebook = rng.integers(-3, 4, size=(64, 8)).astype(np.float32)  # [K, Z]
+  codebook[:8] = points[:8]  # some exact hits (distance 0)
+  codebook[32:] = codebook[:32]  # every code has a later twin
+  exact = ((points[:, None, :] - codebook[None]) ** 2).sum(-1)  # [B, K]
+  expected = np.argmin(exact, axis=1)
+  assert np.all(expected < 32)  # twins never win
+  for fn in (quantizer.nearest_codes, jax.jit(quantizer.nearest_codes)):
+    np.testing.assert_array_equal(
+      np.asarray(fn(jnp.asarray(points), jnp.asarray(codebook))), expected
+    )
+  # Random float inputs: the same codes as the plain argmin over the same distances.
+  points = jnp.asarray(rng.normal(size=(4096, 32)), jnp.float32)
+  codebook = jnp.asarray(rng.normal(size=(2048, 32)), jnp.float32)
+  by_argmin = jax.jit(lambda p, c: jnp.argmin(quantizer.squared_distances(p, c), axis=-1))
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(quantizer.nearest_codes)(points, codebook)),
+    np.asarray(by_argmin(points, codebook)),
+  )
+
+
 def test_forced_level1_code_always_equals_known_category():
   rng = np.random.default_rng(1)
   latents = jnp.asarray(rng.normal(size=(64, 4)), jnp.float32)

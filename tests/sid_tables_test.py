@@ -135,3 +135,40 @@ def test_diagnostics_on_known_assignment():
 def test_tables_reject_out_of_range_sids():
   with pytest.raises(ValueError, match="row 1"):
     tables.build_sid_tables(np.array([[0, 0], [3, 0]]), (3, 1))
+
+
+def _tables_by_np_unique(item_sid, level_sizes):
+  """The previous build_sid_tables: a stable argsort, then np.unique on the sorted keys."""
+  keys = cluster_split.code_keys(np.asarray(item_sid, np.int32), level_sizes)
+  order = np.argsort(keys, kind="stable")
+  _, first, counts = np.unique(keys[order], return_index=True, return_counts=True)
+  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+  return np.asarray(item_sid, np.int32)[order[first]], offsets, order.astype(np.int32)
+
+
+@pytest.mark.parametrize(
+  "case", ["random", "one_item", "one_sid", "all_distinct", "no_items", "largest_codes"]
+)
+def test_build_sid_tables_equals_np_unique_method(case):
+  rng = np.random.default_rng(11)
+  level_sizes = (7, 5, 3)
+  if case == "random":
+    item_sid = rng.integers(0, level_sizes, size=(5000, 3))  # many items per SID
+  elif case == "one_item":
+    item_sid = np.array([[6, 0, 2]])
+  elif case == "one_sid":
+    item_sid = np.tile([[3, 4, 1]], (50, 1))
+  elif case == "all_distinct":
+    item_sid = np.stack(np.unravel_index(rng.permutation(105), level_sizes), axis=1)
+  elif case == "no_items":
+    item_sid = np.zeros((0, 3), np.int64)
+  else:  # SIDs at the top of every level and at zero
+    item_sid = np.array([[6, 4, 2], [0, 0, 0], [6, 4, 2], [6, 4, 1], [0, 0, 0]])
+  sid_tables = tables.build_sid_tables(item_sid, level_sizes)
+  sids, offsets, items = _tables_by_np_unique(item_sid, level_sizes)
+  for got, want in ((sid_tables.sids, sids), (sid_tables.offsets, offsets)):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+  assert sid_tables.items.dtype == np.int32
+  np.testing.assert_array_equal(sid_tables.items, items)
+  assert sid_tables.sids.dtype == np.int32 and sid_tables.sids.shape[1:] == (3,)

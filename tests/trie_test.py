@@ -61,9 +61,10 @@ def test_hand_example():
 
 
 @pytest.mark.parametrize("dense_level2_max_entries", [1 << 20, 0])
-def test_random_sets_match_brute_force(dense_level2_max_entries):
+# 40 codes span two bit words; 33 and 64 put codes on both sides of word edges (31 / 32 / 63).
+@pytest.mark.parametrize("level_sizes", [(6, 5, 40, 3), (4, 33, 64, 2)])
+def test_random_sets_match_brute_force(dense_level2_max_entries, level_sizes):
   rng = np.random.default_rng(0)
-  level_sizes = (6, 5, 40, 3)  # 40 codes span two bit words
   product = np.array(list(itertools.product(*[range(s) for s in level_sizes])), np.int32)
   sids = product[rng.choice(len(product), 400, replace=False)]
   duplicated = np.concatenate([sids, sids[:50]])[rng.permutation(450)]
@@ -88,17 +89,23 @@ def test_random_sets_match_brute_force(dense_level2_max_entries):
   expected = np.array([tuple(s) in in_set for s in product.tolist()])
   np.testing.assert_array_equal(contains(trie, jnp.asarray(product)), expected)
   # Codes out of range never match.
-  assert not contains(trie, jnp.array([[6, 0, 0, 0], [0, 0, 0, -1], [0, 0, 40, 0]])).any()
+  c0, c1, c2, c3 = level_sizes
+  assert not contains(trie, jnp.array([[c0, 0, 0, 0], [0, 0, 0, -1], [0, 0, c2, 0]])).any()
+  assert not contains(trie, jnp.array([[0, c1, 0, 0], [0, -1, 0, 0], [0, 0, 0, c3]])).any()
 
 
 def test_under_jit_and_as_pytree():
-  trie = trie_lib.build_trie_index(np.array([[1, 2, 3], [1, 2, 4]]), (3, 4, 5))
+  sids = np.array([[1, 2, 3], [1, 2, 4]])
+  trie = trie_lib.build_trie_index(sids, (3, 4, 5))
   step = jax.jit(lambda t, nodes, codes: trie_lib.next_node(t, 2, nodes, codes))
   nodes = walk(trie, jnp.array([[1, 2]]), 2)
   np.testing.assert_array_equal(step(trie, nodes, jnp.array([4])), [1])
-  # Level-0 mask, dense level-1 table, level-2 CSR offsets and bit rows.
-  assert len(jax.tree.leaves(trie)) == 4
-  assert trie.child_bits[2].shape == (1, 1)
+  # Default: level-0 mask, then CSR offsets and bit rows for levels 1 and 2.
+  assert trie.level2_node is None and len(jax.tree.leaves(trie)) == 5
+  assert trie.child_bits[1].shape == (3, 1) and trie.child_bits[2].shape == (1, 1)
+  # With a dense level-1 table: level-0 mask, the table, level-2 CSR offsets and bit rows.
+  dense = trie_lib.build_trie_index(sids, (3, 4, 5), dense_level2_max_entries=12)
+  assert dense.level2_node.shape == (3, 4) and len(jax.tree.leaves(dense)) == 4
 
 
 def test_bad_input_raises():

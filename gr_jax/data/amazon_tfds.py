@@ -17,9 +17,9 @@ the repository root. Build with
 
 (both configs; `data_dir=` / `manual_dir=` as needed), or
 `tfds.builder('amazon_scientific/logs').download_and_prepare()` after importing
-this module, or `tfds build gr_jax/data/amazon_tfds.py --config logs
---manual_dir DIR` (the tfds 4.9.10 CLI imports apache_beam at start-up, so that
-route needs apache-beam installed). `load_tfds_tables` reads any builder with these two
+this module, or `python -m gr_jax.data.build_tfds amazon_scientific --manual_dir=DIR`
+(gr_jax/data/build_tfds.py stands in for `tfds build`, whose 4.9.10 CLI imports
+apache_beam at start-up). `load_tfds_tables` reads any builder with these two
 configs back into (schema.Catalog, schema.SearchLogs), validating every row.
 """
 

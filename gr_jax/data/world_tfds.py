@@ -22,10 +22,10 @@ Build from Python (tests/world_tfds_test.py does this for tiny):
 
   GrJaxWorld(config="tiny_logs", data_dir=DIR).download_and_prepare()
 
-or from the command line, where the `tfds` CLI can start (tensorflow-datasets
-4.9.10's CLI imports apache_beam at startup):
+or from the command line with gr_jax/data/build_tfds.py, which stands in for
+`tfds build` (tensorflow-datasets 4.9.10's CLI imports apache_beam at startup):
 
-  tfds build gr_jax_world/tiny_logs --imports gr_jax.data.world_tfds --data_dir DIR
+  python -m gr_jax.data.build_tfds gr_jax_world/tiny_logs --data_dir=DIR
 
 Writing runs at about 3k examples per second on one CPU core, so medium (1M
 items, 1M requests) takes several minutes per table on top of generation.

@@ -1,3 +1,13 @@
 """Jobs a gin file can name with `run.job = @<name>`; importing this registers them."""
 
-from gr_jax.jobs import data, evaluate, example, rl, rl_report, seqrec_eval, sft, tokenizer  # noqa: F401
+from gr_jax.jobs import (  # noqa: F401
+  assign_items,
+  data,
+  evaluate,
+  example,
+  rl,
+  rl_report,
+  seqrec_eval,
+  sft,
+  tokenizer,
+)

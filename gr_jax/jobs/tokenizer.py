@@ -5,6 +5,15 @@ The RQ-VAE family trains through the generic sharded trainer (data-parallel over
 items, codebooks replicated, checkpointed, resumable); RQ-KMeans has no training
 loop. Either way the catalog is then assigned, split (Algorithm 1) and written
 atomically with its diagnostics.
+
+Input encoder (`train_tokenizer.encoder`):
+  'joint'     the paper body's form: the tokenizer reads the text features and the
+              query-item InfoNCE acts on the RQ-VAE encoder's own latents.
+  'two_step'  first train the two-tower contrastive encoder
+              (`contrastive_encoder.TwoTowerTask`, query-item InfoNCE + category
+              SupCon) on the same batches, then run the tokenizer on its item / query
+              embeddings. The encoder is stored with the SID artefacts, so
+              incremental assignment maps new items' raw features the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +27,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from gr_jax import io_utils
+from gr_jax import gin_utils, io_utils
 from gr_jax.data import schema
 from gr_jax.jobs import data as data_job
 from gr_jax.jobs import paths
-from gr_jax.sid import assign, diagnostics, kmeans, rqvae, tables
+from gr_jax.sid import assign, contrastive_encoder, diagnostics, kmeans, rqvae, tables
 from gr_jax.train import trainer
 
 
@@ -78,6 +87,34 @@ def heldout_pairs(catalog, logs, limit: int = 4096, seed: int = 0):
   return logs.query_features[pair_request[order]], catalog.features[item[order]]
 
 
+ENCODERS = ("joint", "two_step")
+
+
+def train_two_tower(workdir: str, name: str, catalog, logs, batch_size: int, seed: int, steps: int):
+  """Step 1 of the two-step variant: the two-tower encoder, through the sharded trainer.
+
+  Returns:
+    ((variables, TwoTowerConfig), item embeddings [N, E], query embeddings [R, E]), or
+    None when preempted (the checkpoint resumes it).
+  """
+  config = contrastive_encoder.TwoTowerConfig(feature_dim=int(catalog.features.shape[1]))
+  runner = trainer.Trainer(
+    contrastive_encoder.TwoTowerTask(config),
+    paths.sid_train_dir(workdir, name) + "_two_tower",
+    config=dataclasses.replace(trainer.TrainerConfig(), num_steps=steps),
+  )
+  result = runner.fit(tokenizer_batches(catalog, logs, batch_size, seed))
+  runner.close()
+  if result.preempted:
+    return None
+  variables = jax.tree.map(np.asarray, jax.device_get({"params": result.state.params}))
+  logging.info("two-tower encoder: %s", result.last_metrics)
+  with jax.transfer_guard("allow"):
+    items = contrastive_encoder.embed(variables, config, catalog.features, tower="item")
+    queries = contrastive_encoder.embed(variables, config, logs.query_features, tower="query")
+  return (variables, config), items, queries
+
+
 @gin.configurable
 def train_tokenizer(
   workdir: str,
@@ -85,6 +122,8 @@ def train_tokenizer(
   batch_size: int = 512,
   assign_batch_size: int = 8192,
   seed: int = 0,
+  encoder: str = "joint",
+  two_tower_steps: int = 1000,
 ):
   """Trains tokenizer `name` (configured by TokenizerConfig) and writes WORKDIR/sid/<name>.
 
@@ -94,10 +133,18 @@ def train_tokenizer(
     batch_size: items per training step (global, sharded over the data axes).
     assign_batch_size: items per device call when assigning the catalog.
     seed: batch order seed.
+    encoder: 'joint' or 'two_step' (module docstring).
+    two_tower_steps: training steps of the two-step variant's encoder.
 
   Returns:
     The diagnostics dict.
+
+  Raises:
+    UserError: unknown `encoder`.
+    ValueError: data without features.
   """
+  if encoder not in ENCODERS:
+    raise gin_utils.UserError(f"train_tokenizer.encoder must be one of {ENCODERS}, got '{encoder}'")
   out_dir = paths.sid_dir(workdir, name)
   if os.path.exists(os.path.join(out_dir, "diagnostics.json")):
     logging.info(
@@ -110,6 +157,15 @@ def train_tokenizer(
       f"{paths.data_dir(workdir)}: the tokenizer needs item and query features; "
       "build the dataset with features"
     )
+  start = time.perf_counter()
+  input_encoder = None
+  if encoder == "two_step":
+    step_one = train_two_tower(workdir, name, catalog, logs, batch_size, seed, two_tower_steps)
+    if step_one is None:
+      return {"preempted": True}
+    input_encoder, item_embeddings, query_embeddings = step_one
+    catalog = dataclasses.replace(catalog, features=item_embeddings)
+    logs = dataclasses.replace(logs, query_features=query_embeddings)
   config = rqvae.TokenizerConfig()
   if config.feature_dim != catalog.features.shape[1]:
     logging.info("tokenizer: feature_dim %d from the data", catalog.features.shape[1])
@@ -121,7 +177,6 @@ def train_tokenizer(
   rqvae.check_tokenizer_inputs(
     config, catalog.features, category_id, source=f"{paths.data_dir(workdir)}/catalog.npz"
   )
-  start = time.perf_counter()
   if config.method == "rq_kmeans":
     with jax.transfer_guard("allow"):
       variables = {
@@ -164,11 +219,12 @@ def train_tokenizer(
     )
   diag.update(
     name=name,
+    encoder=encoder,
     train_seconds=train_seconds,
     assign_seconds=assign_seconds,
     assign_items_per_s=catalog.num_items / max(assign_seconds, 1e-9),
     final_train_metrics=train_metrics,
   )
-  tables.write_sid_artefacts(out_dir, sid_tables, diag, variables, config)
+  tables.write_sid_artefacts(out_dir, sid_tables, diag, variables, config, input_encoder)
   logging.info("tokenizer %s: %s", name, {k: v for k, v in diag.items() if not isinstance(v, dict)})
   return diag

@@ -9,6 +9,10 @@ Layout of WORKDIR/sid/ (all written into a temp dir, then renamed into place):
     diagnostics.json    tokenizer diagnostics
     tokenizer.msgpack   variables ('params' and 'codebook'), flax.serialization
     config.json         TokenizerConfig fields
+    input_encoder.msgpack, input_encoder.json
+                        two-step variant only: the two-tower encoder (variables,
+                        TwoTowerConfig fields) whose item tower maps raw text
+                        features to the tokenizer's input features
 
 SIDs here are codes (0-based per level); `data.token_layout.TokenLayout` with
 `sid_level_sizes = level_sizes` turns them into generator token ids.
@@ -27,7 +31,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from gr_jax.sid import cluster_split
+from gr_jax.sid import cluster_split, contrastive_encoder
 from gr_jax.sid.rqvae import TokenizerConfig
 
 
@@ -137,7 +141,7 @@ def items_for_sids(
   return np.where(slots < counts[:, None], values, -1).astype(np.int32)
 
 
-def _config_to_json(config: TokenizerConfig) -> str:
+def _config_to_json(config) -> str:
   return json.dumps(dataclasses.asdict(config), indent=2)
 
 
@@ -147,6 +151,8 @@ def write_sid_artefacts(
   diagnostics: dict,
   variables: dict,
   config: TokenizerConfig,
+  input_encoder: tuple | None = None,
+  extra_arrays: dict[str, np.ndarray] | None = None,
 ) -> None:
   """Writes the sid/ artefacts atomically (temp dir, then rename over `directory`).
 
@@ -156,6 +162,8 @@ def write_sid_artefacts(
     diagnostics: JSON-serialisable dict.
     variables: tokenizer variables (boxed or not; stored unboxed).
     config: the tokenizer config.
+    input_encoder: (variables, TwoTowerConfig) of the two-step variant's encoder, or None.
+    extra_arrays: {file name: array} written with np.save beside the tables.
   """
   directory = os.path.abspath(directory)
   parent = os.path.dirname(directory)
@@ -172,11 +180,16 @@ def write_sid_artefacts(
     )
     with open(os.path.join(staging, "diagnostics.json"), "w") as f:
       json.dump(diagnostics, f, indent=2, sort_keys=True)
-    state = jax.tree.map(np.asarray, flax.serialization.to_state_dict(nn.meta.unbox(variables)))
-    with open(os.path.join(staging, "tokenizer.msgpack"), "wb") as f:
-      f.write(flax.serialization.msgpack_serialize(state))
+    _write_variables(os.path.join(staging, "tokenizer.msgpack"), variables)
     with open(os.path.join(staging, "config.json"), "w") as f:
       f.write(_config_to_json(config))
+    for file_name, array in (extra_arrays or {}).items():
+      np.save(os.path.join(staging, file_name), array)
+    if input_encoder is not None:
+      encoder_variables, encoder_config = input_encoder
+      _write_variables(os.path.join(staging, "input_encoder.msgpack"), encoder_variables)
+      with open(os.path.join(staging, "input_encoder.json"), "w") as f:
+        f.write(_config_to_json(encoder_config))
     previous = None
     if os.path.exists(directory):
       previous = tempfile.mkdtemp(prefix=".sid_old_", dir=parent)
@@ -189,14 +202,38 @@ def write_sid_artefacts(
     raise
 
 
+def _write_variables(path: str, variables: dict) -> None:
+  state = jax.tree.map(np.asarray, flax.serialization.to_state_dict(nn.meta.unbox(variables)))
+  with open(path, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(state))
+
+
+def _read_variables(path: str) -> dict:
+  with open(path, "rb") as f:
+    return flax.serialization.msgpack_restore(f.read())
+
+
 @dataclasses.dataclass
 class SidArtefacts:
-  """Everything `write_sid_artefacts` stored."""
+  """Everything `write_sid_artefacts` stored.
+
+  Attributes:
+    input_encoder: (variables, TwoTowerConfig) for the two-step variant, else None;
+      `tokenizer_features` applies it.
+  """
 
   tables: SidTables
   diagnostics: dict
   variables: dict
   config: TokenizerConfig
+  input_encoder: tuple | None = None
+
+  def tokenizer_features(self, features: np.ndarray) -> np.ndarray:
+    """[N, D] raw item text features -> [N, D'] the tokenizer's input features."""
+    if self.input_encoder is None:
+      return np.asarray(features, np.float32)
+    variables, config = self.input_encoder
+    return contrastive_encoder.embed(variables, config, features, tower="item")
 
 
 def load_sid_artefacts(directory: str) -> SidArtefacts:
@@ -229,11 +266,22 @@ def load_sid_artefacts(directory: str) -> SidArtefacts:
     )
   with open(paths["diagnostics.json"]) as f:
     diagnostics = json.load(f)
-  with open(paths["tokenizer.msgpack"], "rb") as f:
-    variables = flax.serialization.msgpack_restore(f.read())
+  variables = _read_variables(paths["tokenizer.msgpack"])
   with open(paths["config.json"]) as f:
     config = TokenizerConfig(**json.load(f))
-  return SidArtefacts(tables=tables, diagnostics=diagnostics, variables=variables, config=config)
+  input_encoder = None
+  encoder_path = os.path.join(directory, "input_encoder.msgpack")
+  if os.path.exists(encoder_path):
+    with open(os.path.join(directory, "input_encoder.json")) as f:
+      encoder_config = contrastive_encoder.TwoTowerConfig(**json.load(f))
+    input_encoder = (_read_variables(encoder_path), encoder_config)
+  return SidArtefacts(
+    tables=tables,
+    diagnostics=diagnostics,
+    variables=variables,
+    config=config,
+    input_encoder=input_encoder,
+  )
 
 
 def extend_sid_tables(sid_tables: SidTables, new_item_sid: np.ndarray) -> SidTables:
