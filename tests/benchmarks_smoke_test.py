@@ -92,3 +92,41 @@ def test_time_interleaved_and_table():
   assert table.splitlines() == ["| x | y |", "|---|---|", "| 1.235 | s |", "| 2 |  |"]
   with pytest.raises(ValueError, match="repeats"):
     common.time_call(lambda: None, repeats=0)
+
+
+def test_train_throughput_bfloat16_quick_records_dtype_and_spec_peak(tmp_path):
+  from benchmarks import train_throughput
+
+  args = ["--quick", "--repeats", "1", "--dtype", "bfloat16", "--out-dir", str(tmp_path)]
+  train_throughput.main(args)
+  with open(os.path.join(tmp_path, "train_throughput.json")) as f:
+    record = json.load(f)
+  assert set(record) >= RECORD_KEYS
+  summary, settings = record["summary"], record["settings"]
+  assert SUMMARY_KEYS["train_throughput"] <= set(summary)
+  assert {"matmul_peak_dtype", "spec_peak_tflops", "spec_peak_note", "device_kind"} <= set(summary)
+  assert summary["matmul_peak_dtype"] == settings["dtype"] == "bfloat16"
+  model, executed, peak = record["rows"][:3]
+  assert model["dtype"] == executed["dtype"] == peak["dtype"] == "bfloat16"
+  assert peak["measure"].startswith("peak: bfloat16 dot")
+  assert model["gflops"] > 0 and np.isfinite(summary["loss_after_steps"])
+  if record["machine"]["backend"] == "cpu":  # no spec peak on a CPU: gpu_mfu keeps its text
+    assert summary["gpu_mfu"] == train_throughput.CPU_GPU_MFU
+    assert summary["spec_peak_tflops"] is None and "fraction_of_spec" not in model
+  with open(os.path.join(tmp_path, "train_throughput.md")) as f:
+    assert "| " + " | ".join(train_throughput.COLUMNS) + " |" in f.read()
+
+
+def test_train_throughput_spec_peak_table():
+  from benchmarks.train_throughput import spec_peak
+
+  h100 = spec_peak("gpu", "NVIDIA H100 80GB HBM3", "bfloat16")
+  assert (h100["tflops"], h100["precision"]) == (989.4, "bf16")
+  assert spec_peak("gpu", "NVIDIA H200", "bfloat16")["tflops"] == 989.4
+  assert spec_peak("gpu", "NVIDIA A100-SXM4-80GB", "bfloat16")["tflops"] == 312.0
+  assert spec_peak("gpu", "NVIDIA H100 PCIe", "bfloat16")["tflops"] == 756.5
+  tf32 = spec_peak("gpu", "NVIDIA H100 80GB HBM3", "float32")
+  assert (tf32["tflops"], tf32["precision"]) == (494.7, "tf32") and "TF32" in tf32["note"]
+  unknown = spec_peak("gpu", "Some Future GPU", "bfloat16")
+  assert unknown["tflops"] is None and "unknown" in unknown["note"]
+  assert spec_peak("cpu", "cpu", "float32")["tflops"] is None
