@@ -5,6 +5,7 @@
 # Usage: bash launch/amazon.sh [WORKDIR]   (default workdir/amazon)
 #   AMAZON_DIR: folder of the Scientific.* files (default ../shared/data/amazon_scientific)
 #   TEXT_CACHE: MiniLM embedding cache shared across runs (default workdir/text_cache)
+#   AMAZON_SIZES: a gin file applied after every job's own (e.g. runs/amazon_large.gin)
 # A finished stage is skipped on a re-run (delete its folder to redo it).
 # Results: WORKDIR/eval/seqrec/results.md and WORKDIR/eval/results.md.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
@@ -12,8 +13,10 @@ WORKDIR="${1:-workdir/amazon}"
 AMAZON_DIR="${AMAZON_DIR:-../shared/data/amazon_scientific}"
 TEXT_CACHE="${TEXT_CACHE:-workdir/text_cache}"
 
+sizes=()
+if [ -n "${AMAZON_SIZES:-}" ]; then sizes=(--gin_file="$AMAZON_SIZES"); fi
 run_job() {
-  "$VENV_PY" -m gr_jax.main --workdir="$WORKDIR" "$@"
+  "$VENV_PY" -m gr_jax.main --workdir="$WORKDIR" "$@" "${sizes[@]}"
 }
 
 run_job --gin_file=runs/amazon_data.gin \
