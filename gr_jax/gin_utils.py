@@ -84,6 +84,20 @@ def run_job(workdir: str):
     raise UserError(_one_line(e)) from e
 
 
+def run_in_process(workdir: str, gin_files, bindings=()):
+  """Parses `gin_files` + `bindings` and runs the job here, as `python -m gr_jax.main` would.
+
+  For tests and notebooks; gin is cleared before and after, so calls do not leak
+  bindings into each other.
+  """
+  gin.clear_config()
+  parse(gin_files, bindings)
+  try:
+    return run_job(str(workdir))
+  finally:
+    gin.clear_config()
+
+
 def write_operative_config(workdir: str, before_run: bool = False) -> None:
   """Saves the gin config in force, for reproducing the run."""
   name = "config.gin" if before_run else "operative_config.gin"

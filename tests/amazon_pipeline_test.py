@@ -8,7 +8,6 @@ data (MiniLM features) -> CQ-SID tokenizer -> SFT (seqrec, tiny model)
 import json
 import os
 
-import gin
 import numpy as np
 
 from gr_jax import gin_utils
@@ -81,12 +80,7 @@ def write_fixture(data_dir) -> str:
 
 
 def _job(workdir, files, bindings=()):
-  gin.clear_config()
-  gin_utils.parse(files, [*TINY, *bindings])
-  try:
-    return gin_utils.run_job(str(workdir))
-  finally:
-    gin.clear_config()
+  return gin_utils.run_in_process(workdir, files, [*TINY, *bindings])
 
 
 def test_popularity_order_and_complete_ranking_hand_example():

@@ -3,7 +3,6 @@
 import os
 import re
 
-import gin
 import numpy as np
 import pytest
 
@@ -22,12 +21,7 @@ TINY = [
 
 
 def _job(workdir, files, bindings=()):
-  gin.clear_config()
-  gin_utils.parse(files, [*TINY, *bindings])
-  try:
-    return gin_utils.run_job(str(workdir))
-  finally:
-    gin.clear_config()
+  return gin_utils.run_in_process(workdir, files, [*TINY, *bindings])
 
 
 @pytest.fixture(scope="module")

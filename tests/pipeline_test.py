@@ -7,7 +7,6 @@ with sizes small enough for CI, and checks the artefacts each stage promises.
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 
@@ -33,12 +32,7 @@ TINY = [
 
 
 def _job(workdir, files, bindings=()):
-  gin.clear_config()
-  gin_utils.parse(files, [*TINY, *bindings])
-  try:
-    return gin_utils.run_job(str(workdir))
-  finally:
-    gin.clear_config()
+  return gin_utils.run_in_process(workdir, files, [*TINY, *bindings])
 
 
 @pytest.mark.slow
