@@ -96,19 +96,14 @@ def assign_items(
   config = artefacts.config
   if not config.force_category:
     category_id = None
+  if features.shape[1] != artefacts.raw_feature_dim:
+    raise gin_utils.UserError(
+      f"{new_items}: field 'features' has {features.shape[1]} columns; tokenizer "
+      f"'{name}' was trained on {artefacts.raw_feature_dim}"
+    )
   start = time.perf_counter()
   # Assignment feeds host arrays to jitted functions on purpose.
   with jax.transfer_guard("allow"):
-    raw_dim = (
-      artefacts.input_encoder[1].feature_dim
-      if artefacts.input_encoder is not None
-      else config.feature_dim
-    )
-    if features.shape[1] != raw_dim:
-      raise gin_utils.UserError(
-        f"{new_items}: field 'features' has {features.shape[1]} columns; tokenizer "
-        f"'{name}' was trained on {raw_dim}"
-      )
     try:
       new_sid, stats = assign.assign_new_items(
         artefacts.variables,

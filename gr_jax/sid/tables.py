@@ -228,6 +228,13 @@ class SidArtefacts:
   config: TokenizerConfig
   input_encoder: tuple | None = None
 
+  @property
+  def raw_feature_dim(self) -> int:
+    """Columns of the raw item features this tokenizer (with its input encoder) reads."""
+    if self.input_encoder is None:
+      return self.config.feature_dim
+    return self.input_encoder[1].feature_dim
+
   def tokenizer_features(self, features: np.ndarray) -> np.ndarray:
     """[N, D] raw item text features -> [N, D'] the tokenizer's input features."""
     if self.input_encoder is None:
