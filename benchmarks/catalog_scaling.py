@@ -16,6 +16,7 @@ import os
 import sys
 
 import gin
+import jax
 import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -30,8 +31,7 @@ COLUMNS = ("items", "num_sids", "trie_mib", "latency_ms", "ratio_to_smallest", "
 
 def trie_bytes(trie: trie_lib.TrieIndex) -> int:
   """Bytes of every array of the trie."""
-  leaves = [trie.level1_valid, trie.level2_node, *trie.child_start, *trie.child_bits]
-  return sum(int(x.nbytes) for x in leaves if x is not None)
+  return sum(int(x.nbytes) for x in jax.tree.leaves(trie))
 
 
 @gin.configurable(denylist=["out_dir", "load_before"])

@@ -442,7 +442,7 @@ def headline(step, record):
   if name == "host_trie":
     return (
       f"{step}: host / device constraint per call {s['constraint_speedup_per_call']:.1f}x, "
-      f"in search {s['constraint_speedup_in_search']}, end to end "
+      f"in step {s['constraint_speedup_in_step']}, end to end "
       f"{s['end_to_end_speedup']:.2f}x (target {s['target_speedup']}x)"
     )
   if name == "serving":

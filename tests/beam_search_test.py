@@ -216,6 +216,13 @@ def test_sharded_batch_equals_single_device():
     )
     sharded = sharded_fn(*jax.device_put((first_logits, cache, allowed_first), batch_sharding))
   assert sharded[0].sharding.spec == P("data")
+  # Beams stay in their request's shard: the compiled search moves nothing between devices.
+  with jax.set_mesh(mesh):
+    compiled = sharded_fn.lower(
+      *jax.device_put((first_logits, cache, allowed_first), batch_sharding)
+    ).compile()
+  collectives = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+  assert not [op for op in collectives if op in compiled.as_text()]
   np.testing.assert_array_equal(np.asarray(sharded[0]), np.asarray(single[0]))  # sids
   np.testing.assert_allclose(np.asarray(sharded[1]), np.asarray(single[1]), rtol=1e-6)  # scores
   np.testing.assert_array_equal(np.asarray(sharded[2]), np.asarray(single[2]))  # valid

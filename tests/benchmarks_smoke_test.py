@@ -32,7 +32,7 @@ RECORD_KEYS = {
 SUMMARY_KEYS = {
   "constrained_decode": {"max_ratio", "ratio_at_largest_beam", "target_ratio"},
   "host_trie": {
-    "constraint_speedup_in_search",
+    "constraint_speedup_in_step",
     "constraint_speedup_per_call",
     "end_to_end_speedup",
     "same_sids_end_to_end",

@@ -100,12 +100,23 @@ def test_under_jit_and_as_pytree():
   step = jax.jit(lambda t, nodes, codes: trie_lib.next_node(t, 2, nodes, codes))
   nodes = walk(trie, jnp.array([[1, 2]]), 2)
   np.testing.assert_array_equal(step(trie, nodes, jnp.array([4])), [1])
-  # Default: level-0 mask, then CSR offsets and bit rows for levels 1 and 2.
-  assert trie.level2_node is None and len(jax.tree.leaves(trie)) == 5
+  # Default: level-0 mask, then CSR offsets, bit rows and rank rows for levels 1 and 2.
+  assert trie.level2_node is None and len(jax.tree.leaves(trie)) == 7
   assert trie.child_bits[1].shape == (3, 1) and trie.child_bits[2].shape == (1, 1)
-  # With a dense level-1 table: level-0 mask, the table, level-2 CSR offsets and bit rows.
+  assert trie.child_rank[2].shape == (1, 1) and trie.child_rank[2].dtype == jnp.uint16
+  # With a dense level-1 table: level-0 mask, the table, level-2 CSR offsets, bit and rank rows.
   dense = trie_lib.build_trie_index(sids, (3, 4, 5), dense_level2_max_entries=12)
-  assert dense.level2_node.shape == (3, 4) and len(jax.tree.leaves(dense)) == 4
+  assert dense.level2_node.shape == (3, 4) and len(jax.tree.leaves(dense)) == 5
+
+
+def test_rank_rows_count_the_set_bits_before_each_word():
+  # Node (0,) has children 0, 31, 32, 33, 64, 99: words 0..3 hold 2, 2, 1, 1 of them.
+  codes = [0, 31, 32, 33, 64, 99]
+  sids = np.array([[0, c] for c in codes] + [[1, 5]])
+  trie = trie_lib.build_trie_index(sids, (2, 100))
+  np.testing.assert_array_equal(trie.child_rank[1], [[0, 2, 4, 5], [0, 1, 1, 1]])
+  children = next_node(trie, 1, jnp.zeros(len(codes) + 2, jnp.int32), jnp.array(codes + [1, 63]))
+  np.testing.assert_array_equal(children, [0, 1, 2, 3, 4, 5, -1, -1])
 
 
 def test_bad_input_raises():
