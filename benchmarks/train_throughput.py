@@ -63,9 +63,10 @@ COLUMNS = (
   "fraction_of_spec",
 )
 
-# (batch, length) per preset when --batch / --length are not given: tokens per step that fill a
-# GPU without remat for the large presets (base ~80M, qwen05b ~0.36B parameters at this vocab).
-PRESET_SHAPES = {"tiny": (32, 64), "small": (32, 64), "base": (16, 512), "qwen05b": (8, 512)}
+# (batch, length) per preset when --batch / --length are not given: `small` at the SFT run's batch
+# (gin_configs/runs/sft.gin: 128); tokens per step that fill a GPU without remat for the large
+# presets (base ~80M, qwen05b ~0.36B parameters at this vocab).
+PRESET_SHAPES = {"tiny": (32, 64), "small": (128, 64), "base": (16, 512), "qwen05b": (8, 512)}
 
 # Vendor dense peaks (no structured sparsity), TFLOP/s: NVIDIA data sheets (H100 / H200 SXM and
 # NVL, H100 PCIe, A100), the "with sparsity" figures halved. Matched in order against the
