@@ -440,10 +440,12 @@ def headline(step, record):
       f"{s['target_ratio']}); at the largest beam {s['ratio_at_largest_beam']}"
     )
   if name == "host_trie":
+    in_step = s["constraint_speedup_in_step"]  # None when the device's cost read <= 0
+    in_step = "n/a" if in_step is None else f"{in_step:.1f}x"
     return (
-      f"{step}: host / device constraint per call {s['constraint_speedup_per_call']:.1f}x, "
-      f"in step {s['constraint_speedup_in_step']}, end to end "
-      f"{s['end_to_end_speedup']:.2f}x (target {s['target_speedup']}x)"
+      f"{step}: host / device constraint in the search step {in_step}, per standalone call "
+      f"{s['constraint_speedup_per_call']:.1f}x, end to end "
+      f"{s['end_to_end_speedup']:.2f}x (target {s['target_speedup']}x in the step)"
     )
   if name == "serving":
     lines = []
