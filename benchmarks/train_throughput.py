@@ -25,7 +25,7 @@ and times the peak matmul in bfloat16 too. Presets `base` and `qwen05b` default 
 8 x 512 tokens per step; `--remat` (or an out-of-memory error, which retries once with it)
 rematerialises each block in the backward pass.
 
-  python -m benchmarks.train_throughput                                   # small, 32 x 64, f32
+  python -m benchmarks.train_throughput                                   # small, 128 x 64, f32
   python -m benchmarks.train_throughput --preset qwen05b --dtype bfloat16 # GPU: 8 x 512
   python -m benchmarks.train_throughput --quick
 """
