@@ -6,6 +6,8 @@ import json
 import os
 import socket
 
+import numpy as np
+
 
 def write_text(path: str, text: str) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -31,3 +33,12 @@ def write_json(path: str, payload) -> None:
 def read_json(path: str):
   with open(path) as f:
     return json.load(f)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+  """Uncompressed .npz of named arrays, written atomically."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = temp_path(path)
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, path)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (first run) and runs the whole pipeline on the built-in `small` world:
 # world -> CQ-SID and RQ-VAE tokenizers -> progressive SFT -> constrained-beam
-# evaluation (Tables 1-3) -> GRPO (K=0) and EG-GRPO (K=2) -> Table 4.
+# evaluation on valid then test (Tables 1-3) -> GRPO (K=0) and EG-GRPO (K=2) -> Table 4.
 # Finished stages are reused on a rerun; WORKDIR (default workdir/quickstart) holds
 # everything. Extra gin bindings for every job: GIN_BINDINGS="a=1;b=2".
 # TOKENIZERS (default "cq_sid rqvae") picks the stage-A configs (gin_configs/sid/);
@@ -31,10 +31,14 @@ done
 for tok in "${tokenizers[@]}"; do
   job runs/sft.gin --gin_bindings="train_sft.tokenizer='$tok'"
 done
-job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple"
+# Beams are chosen on valid, then read once on test.
+for split in valid test; do
+  job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple" \
+    --gin_bindings="evaluate.split='$split'"
+done
 if [ "${RL:-1}" = "0" ]; then
   echo "[quickstart] done in $(($(date +%s) - start)) s; results in $WORKDIR/eval/"
-  cat "$WORKDIR/eval/results.md"
+  cat "$WORKDIR/eval/test/results.md"
   exit 0
 fi
 job runs/eg_grpo.gin --gin_file=rl/grpo_k0.gin --gin_bindings="train_rl.name='grpo_k0_s0'" \
@@ -44,4 +48,4 @@ job runs/eg_grpo.gin --gin_bindings="train_rl.name='eg_grpo_k2_s0'" \
 job runs/rl_report.gin
 echo
 echo "[quickstart] done in $(($(date +%s) - start)) s; results in $WORKDIR/eval/"
-cat "$WORKDIR/eval/results.md" "$WORKDIR/eval/table4.md"
+cat "$WORKDIR/eval/test/results.md" "$WORKDIR/eval/table4.md"

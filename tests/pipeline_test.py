@@ -54,16 +54,28 @@ def test_pipeline_end_to_end(tmp_path):
     metrics = _job(tmp_path, ["runs/sft.gin"], [f"train_sft.tokenizer = '{tok}'"])
     assert set(metrics) == {"i2sid", "q2sid", "uq2sid"}
     assert all(np.isfinite(m["loss"]) for m in metrics.values())
-  results = _job(tmp_path, ["runs/evaluate.gin"])
+  truncation = ["evaluate.truncation_beam_sizes = (10, 30)"]
+  valid = _job(tmp_path, ["runs/evaluate.gin"], ["evaluate.split = 'valid'", *truncation])
+  assert valid["split"] == "valid" and "choices" in valid
+  results = _job(tmp_path, ["runs/evaluate.gin"], truncation)
+  assert results["split"] == "test" and "selected_on_valid" in results
   cq = results["tokenizers"]["cq_sid"]["stages"]
   for kind in ("semantic", "personalized"):
     curve = cq[kind]
     # Constrained decoding: every returned beam is a real SID; hitrate grows with beams.
     assert curve[10]["valid_share"] == 1.0
     assert 0.0 <= curve[1]["hitrate"] <= curve[10]["hitrate"] <= 1.0
-  text = (tmp_path / "eval" / "results.md").read_text()
-  assert "Table 1 analogue" in text and "Table 3 analogue" in text
-  assert os.path.exists(tmp_path / "eval" / "hitrate_vs_beam.png")
+    low, high = curve[10]["ci"]["hitrate"]
+    assert low <= curve[10]["hitrate"] <= high
+  # The top-K cut binds at beam 30 (20 items kept of more reached).
+  assert cq["semantic"][30]["share_over_truncation"] > 0.5
+  text = (tmp_path / "eval" / "test" / "results.md").read_text()
+  assert "Table 1 analogue" in text and "Table 3 analogue" in text and "Table 2 analogue" in text
+  assert "paired relative difference against rqvae" in text
+  assert "Beams chosen on valid, read on test" in text
+  assert os.path.exists(tmp_path / "eval" / "test" / "hitrate_vs_beam.png")
+  per_request = np.load(tmp_path / "eval" / "test" / "per_request.npz")
+  assert per_request["cq_sid/semantic/clk@10"].shape == (results["requests"],)
   for name, extra in (("grpo_k0_s0", ["rl/grpo_k0.gin"]), ("eg_grpo_k2_s0", [])):
     metrics = _job(
       tmp_path,

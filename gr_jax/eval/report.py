@@ -26,9 +26,18 @@ def relative_gain(value: float, baseline: float) -> str:
 
 
 def plot_curves(
-  path: str, curves: dict[str, tuple[list, list]], *, xlabel: str, ylabel: str, title: str
+  path: str,
+  curves: dict[str, tuple[list, list]],
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str,
+  bands: dict[str, tuple[list, list]] | None = None,
 ):
-  """One line per name: {name: (xs, ys)} -> PNG (log x axis), written atomically."""
+  """One line per name: {name: (xs, ys)} -> PNG (log x axis), written atomically.
+
+  `bands` ({name: (lows, highs)}) shades each line's confidence interval.
+  """
   import matplotlib
 
   matplotlib.use("Agg")
@@ -36,7 +45,10 @@ def plot_curves(
 
   figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
   for name, (xs, ys) in curves.items():
-    axis.plot(xs, ys, marker="o", label=name)
+    (line,) = axis.plot(xs, ys, marker="o", label=name)
+    if bands and name in bands:
+      lows, highs = bands[name]
+      axis.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
   axis.set_xscale("log")
   axis.set_xlabel(xlabel)
   axis.set_ylabel(ylabel)

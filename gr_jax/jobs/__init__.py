@@ -5,6 +5,7 @@ from gr_jax.jobs import (  # noqa: F401
   data,
   evaluate,
   example,
+  report_seeds,
   rl,
   rl_report,
   seqrec_eval,

@@ -25,8 +25,8 @@ from gr_jax import io_utils, retrieval
 from gr_jax.data import schema
 from gr_jax.decoding import sampling
 from gr_jax.decoding import trie as trie_lib
+from gr_jax.eval import protocol, stats
 from gr_jax.jobs import data as data_job
-from gr_jax.jobs import evaluate as evaluate_job
 from gr_jax.jobs import paths, sft
 from gr_jax.models import decoder, sft_task
 from gr_jax.rl import eg_grpo
@@ -44,9 +44,7 @@ def rl_examples(catalog, logs, item_sid, vocab, generator: sft.Generator, split:
   """Prompts and logged feedback of every `split` request with at least one click."""
   rows = np.flatnonzero((logs.split == schema.SPLITS.index(split)) & (logs.clicked >= 0).any(-1))
   selected = logs.select(rows)
-  prompts = evaluate_job.request_prompts(
-    "uq2sid", catalog, selected, item_sid, vocab, generator, split=split
-  )
+  prompts = protocol.request_prompts("uq2sid", catalog, selected, split, item_sid, vocab, generator)
   arrays = {"prompt": prompts}
   for name in ("purchased", "clicked", "exposed"):
     arrays[name], arrays[f"{name}_mask"] = feedback_sids(getattr(selected, name), item_sid)
@@ -182,16 +180,17 @@ def train_rl(
 
 
 def evaluate_policy(workdir, catalog, logs, sid, generator, params, requests, beams):
-  """clk@k / exp@k of a policy on the evaluation sample (the evaluate job's sample)."""
-  rows = evaluate_job.sample_test_requests(logs, requests, seed=0)
+  """clk@k / exp@k of a policy on the evaluation sample (the evaluate job's test sample)."""
+  rows = protocol.sample_requests(logs, "test", requests, seed=0)
   sample = logs.select(rows)
   vocab = sft.text_vocabulary(workdir).as_seqio_vocabulary()
-  prompts = evaluate_job.request_prompts(
-    "uq2sid", catalog, sample, sid.tables.item_sid, vocab, generator
+  prompts = protocol.request_prompts(
+    "uq2sid", catalog, sample, "test", sid.tables.item_sid, vocab, generator
   )
   retriever = retrieval.Retriever(
     params, generator.model_config, generator.layout, sid.tables, catalog.efficiency_score
   )
-  return evaluate_job.evaluate_generator(
+  values = protocol.score_generator(
     retriever, prompts, sample, sid.tables.item_sid, beams, truncation_items=1000
   )
+  return protocol.summarize(values, 1000, resamples=stats.RESAMPLES)

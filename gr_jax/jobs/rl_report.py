@@ -2,7 +2,7 @@
 
 Reads WORKDIR/rl/<tokenizer>/<run>/metrics.json (written by train_rl; run names
 carry the variant and seed, e.g. 'eg_grpo_k2_s1') and the SFT generator's
-personalized row of WORKDIR/eval/metrics.json, and writes eval/table4.md.
+personalized row of WORKDIR/eval/test/metrics.json, and writes eval/table4.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _row(values: list[dict]) -> dict:
 def report_rl(workdir: str, tokenizer: str = "cq_sid"):
   """Aggregates the RL runs of `tokenizer` into Table 4 (returns the markdown)."""
   rows = []
-  eval_path = os.path.join(paths.eval_dir(workdir), "metrics.json")
+  eval_path = os.path.join(paths.eval_dir(workdir), "test", "metrics.json")
   if os.path.exists(eval_path):
     sft_curve = io_utils.read_json(eval_path)["tokenizers"][tokenizer]["stages"]["personalized"]
     rows.append({"method": "SFT", **_row([sft_curve])})

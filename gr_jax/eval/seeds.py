@@ -1,0 +1,223 @@
+"""Results over seeds of the whole pipeline: seed spread beside the request interval.
+
+Each seed is one work directory evaluated on the same requests (same world, same
+sample). For every method, metric and beam this reports:
+
+- the mean over seeds and the standard deviation over seeds (training variance);
+- a 95% bootstrap interval over requests of the seed-averaged per-request values
+  (request sampling);
+- against the baseline: the paired relative difference of the seed-averaged values
+  with its interval, and each seed's own difference. A win (loss) needs the
+  interval above (below) 0 and every seed's difference of the same sign; anything
+  else is a tie.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gr_jax import io_utils
+from gr_jax.eval import report, stats, tables
+
+
+class SeedsError(ValueError):
+  """The seed work directories cannot be compared; the message names the directory."""
+
+
+def load_seed(workdir: str, split: str) -> tuple[dict, dict[str, np.ndarray]]:
+  """(metrics.json, per-request arrays) of one evaluated work directory."""
+  folder = os.path.join(workdir, "eval", split)
+  for name in ("metrics.json", "per_request.npz"):
+    if not os.path.exists(os.path.join(folder, name)):
+      raise SeedsError(f"{folder}: no {name} (run the evaluate job with split='{split}')")
+  with np.load(os.path.join(folder, "per_request.npz")) as arrays:
+    values = {key: arrays[key] for key in arrays.files}
+  return io_utils.read_json(os.path.join(folder, "metrics.json")), values
+
+
+def _check_same_requests(workdirs, loaded) -> None:
+  rows = loaded[0][1]["request_rows"]
+  for workdir, (_, values) in zip(workdirs[1:], loaded[1:]):
+    if not np.array_equal(values["request_rows"], rows):
+      raise SeedsError(
+        f"{workdir}: evaluated on other requests than {workdirs[0]} (same world, "
+        "evaluate.max_requests and evaluate.seed are needed)"
+      )
+
+
+def _verdict(interval: stats.Interval, per_seed: list[float]) -> str:
+  verdict = stats.verdict(interval)
+  if verdict == "win" and min(per_seed) > 0:
+    return "win"
+  if verdict == "loss" and max(per_seed) < 0:
+    return "loss"
+  return "tie"
+
+
+def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) -> dict:
+  """Seed statistics of every (method, kind, metric@beam) the seeds share.
+
+  Returns:
+    {'split', 'seeds', 'requests', 'baseline', 'beam_sizes', 'rows': {method:
+    {kind: {'<metric>@<beam>': {'seed_mean', 'seed_std', 'per_seed', 'ci',
+    'vs_baseline': {...} | None}}}}, 'selected_on_valid': [per seed]}.
+  """
+  workdirs = list(workdirs)
+  if not workdirs:
+    raise SeedsError("no seed work directories given")
+  loaded = [load_seed(w, split) for w in workdirs]
+  _check_same_requests(workdirs, loaded)
+  first = loaded[0][0]
+  baseline = first["baseline"]
+  shared = set.intersection(*(set(v) - {"request_rows"} for _, v in loaded))
+  rows: dict = {}
+  for key in sorted(shared):
+    method, kind, metric_at = key.split("/")
+    if metric_at.split("@")[0] not in ("clk", "exp", "purchase", "topk"):
+      continue
+    per_seed = np.stack([v[key] for _, v in loaded])  # [seeds, B]
+    averaged = per_seed.mean(0)  # [B], NaN where a request has no target of this kind
+    kept = np.isfinite(averaged)
+    means = [float(np.nanmean(row)) for row in per_seed]
+    seed_mean, seed_std = stats.seed_spread(means)
+    interval = stats.bootstrap_mean(averaged[kept], resamples=resamples)
+    entry = {
+      "seed_mean": seed_mean,
+      "seed_std": seed_std,
+      "per_seed": means,
+      "ci": [interval.low, interval.high],
+      "vs_baseline": None,
+    }
+    base_key = f"{baseline}/{kind}/{metric_at}"
+    if method != baseline and base_key in shared:
+      base_seeds = np.stack([v[base_key] for _, v in loaded])  # [seeds, B]
+      both = kept & np.isfinite(base_seeds.mean(0))
+      if np.nanmean(base_seeds.mean(0)[both]) > 0:
+        relative = stats.paired_relative_difference(
+          averaged[both], base_seeds.mean(0)[both], resamples=resamples
+        )
+        seed_diffs = [
+          float(np.nanmean(s[both]) / np.nanmean(b[both]) - 1.0)
+          for s, b in zip(per_seed, base_seeds)
+        ]
+        entry["vs_baseline"] = {
+          **relative.to_json(),
+          "per_seed": seed_diffs,
+          "verdict": _verdict(relative, seed_diffs),
+        }
+    rows.setdefault(method, {}).setdefault(kind, {})[metric_at] = entry
+  return {
+    "split": split,
+    "seeds": len(workdirs),
+    "workdirs": workdirs,
+    "requests": int(len(loaded[0][1]["request_rows"])),
+    "baseline": baseline,
+    "beam_sizes": first["beam_sizes"],
+    "truncation_items": first["truncation_items"],
+    "truncation_beam_sizes": first.get("truncation_beam_sizes", []),
+    "rows": rows,
+    "selected_on_valid": [m.get("selected_on_valid") for m, _ in loaded],
+  }
+
+
+def _cell(entry: dict | None) -> str:
+  if entry is None:
+    return "n/a"
+  return (
+    f"{entry['seed_mean']:.4f} ± {entry['seed_std']:.4f} "
+    f"[{entry['ci'][0]:.4f}, {entry['ci'][1]:.4f}]"
+  )
+
+
+def _gain_cell(entry: dict | None) -> str:
+  if entry is None or entry["vs_baseline"] is None:
+    return "n/a"
+  raw = entry["vs_baseline"]
+  text = stats.format_relative(stats.Interval(raw["value"], raw["low"], raw["high"]))
+  seeds = ", ".join(f"{100 * d:+.1f}" for d in raw["per_seed"])
+  return f"{text} (seeds {seeds}) {raw['verdict']}"
+
+
+def _table(combined: dict, kind: str, metric: str, beams, title: str) -> list[str]:
+  methods = [m for m, kinds in combined["rows"].items() if kind in kinds]
+  if not methods:
+    return []
+  columns = ["method"] + [f"{metric}@{b}" for b in beams]
+  values, gains = [], []
+  for method in methods:
+    cells = combined["rows"][method][kind]
+    values.append(
+      {"method": method, **{f"{metric}@{b}": _cell(cells.get(f"{metric}@{b}")) for b in beams}}
+    )
+    if method != combined["baseline"]:
+      entries = [cells.get(f"{metric}@{b}") for b in beams]
+      verdicts = [e["vs_baseline"]["verdict"] for e in entries if e and e["vs_baseline"]]
+      gains.append(
+        {
+          "method": method,
+          **{f"{metric}@{b}": _gain_cell(e) for b, e in zip(beams, entries)},
+          "wins / ties / losses": " / ".join(
+            str(verdicts.count(v)) for v in ("win", "tie", "loss")
+          ),
+        }
+      )
+  sections = [report.markdown_table(values, columns, title=title)]
+  if gains:
+    sections.append(
+      report.markdown_table(
+        gains,
+        columns + ["wins / ties / losses"],
+        title=f"{kind} {metric}: relative difference against {combined['baseline']}",
+      )
+    )
+  return sections
+
+
+def render(combined: dict) -> str:
+  """Markdown: Tables 1-3 over seeds, and each seed's beams chosen on valid."""
+  header = (
+    f"Split: {combined['split']}, {combined['requests']} requests, {combined['seeds']} seeds "
+    "of the whole pipeline (world fixed). Cells: mean over seeds ± standard deviation over "
+    "seeds [95% bootstrap interval over requests of the seed-averaged values]. Differences: "
+    "paired over the same requests, seed-averaged, with each seed's own difference; a win or "
+    "loss needs the interval to exclude 0 and every seed to agree.\n"
+  )
+  sections = [header]
+  beams = combined["beam_sizes"]
+  for kind, table in tables.KINDS:
+    sections += _table(combined, kind, "clk", beams, f"{table} analogue: {kind} hitrate")
+  if combined["truncation_beam_sizes"]:
+    sections += _table(
+      combined,
+      "semantic",
+      "topk",
+      combined["truncation_beam_sizes"],
+      f"Table 2 analogue: top-{combined['truncation_items']} hitrate (union ranked by efficiency)",
+    )
+  lines = ["### Beams chosen on valid, read on test, per seed", ""]
+  for workdir, selected in zip(combined["workdirs"], combined["selected_on_valid"]):
+    if not selected:
+      lines.append(f"- {workdir}: no valid selection")
+      continue
+    ref = selected["reference_beam"]
+    for name, entry in selected["half_beams"].items():
+      if name == combined["baseline"]:
+        continue
+      lines.append(
+        f"- {os.path.basename(workdir)}: {name} reaches {combined['baseline']}'s "
+        f"beam-{ref} hitrate at beam {entry.get('beam')}: "
+        f"{tables.relative_text(entry.get('vs_baseline'))}"
+      )
+    for name, entry in selected["truncation"].items():
+      lines.append(
+        f"- {os.path.basename(workdir)}: Table 2 operating point of {name}: beam "
+        f"{entry.get('beam')}"
+        + (f", top-K hitrate {entry['topk_hitrate']:.4f}" if "topk_hitrate" in entry else "")
+        + (
+          f", {tables.relative_text(entry.get('vs_baseline'))}" if entry.get("vs_baseline") else ""
+        )
+      )
+  sections.append("\n".join(lines) + "\n")
+  return "\n".join(sections)
