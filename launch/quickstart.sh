@@ -5,7 +5,7 @@
 # Finished stages are reused on a rerun; WORKDIR (default workdir/quickstart) holds
 # everything. Extra gin bindings for every job: GIN_BINDINGS="a=1;b=2".
 # TOKENIZERS (default "cq_sid rqvae") picks the stage-A configs (gin_configs/sid/);
-# RL=0 skips stage C.
+# RL=0 skips stage C; EVAL=0 stops after training (no evaluation, no stage C).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 WORKDIR="${WORKDIR:-$REPO_ROOT/workdir/quickstart}"
 SIZES="${QUICKSTART_GIN:-runs/quickstart.gin}"
@@ -31,6 +31,10 @@ done
 for tok in "${tokenizers[@]}"; do
   job runs/sft.gin --gin_bindings="train_sft.tokenizer='$tok'"
 done
+if [ "${EVAL:-1}" = "0" ]; then
+  echo "[quickstart] trained in $(($(date +%s) - start)) s; EVAL=0: no evaluation"
+  exit 0
+fi
 # Beams are chosen on valid, then read once on test.
 for split in valid test; do
   job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple" \

@@ -136,3 +136,16 @@ def test_results_round_trip_into_tables_with_verdicts():
   assert "Table 1 analogue: semantic hitrate" in text
   assert "+30.0% [+30.0, +30.0]" in text and "1 / 1 / 0" in text  # a win at 1, a tie at 10
   assert "Beams chosen on this split" in text
+
+
+def test_test_runs_score_only_what_valid_chose():
+  grid = dict(
+    beam_sizes=(1, 10, 100), curve_beam_sizes=(1, 50, 70, 100), truncation_beam_sizes=(200, 300)
+  )
+  assert protocol.semantic_beams(**grid) == [1, 10, 50, 70, 100, 200, 300]
+  choices = protocol.BeamChoices(
+    half_beams={"rqvae": 100, "cq_sid": 70, "weak": None},
+    reference_beam=100,
+    truncation_beams={"rqvae": 300, "cq_sid": None},
+  )
+  assert protocol.semantic_beams(**grid, valid_choices=choices) == [1, 10, 70, 100, 300]

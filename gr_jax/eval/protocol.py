@@ -209,6 +209,23 @@ class BeamChoices:
     return dataclasses.asdict(self)
 
 
+def semantic_beams(beam_sizes, curve_beam_sizes, truncation_beam_sizes, valid_choices=None):
+  """Beams to score a semantic generator at.
+
+  Without choices (valid, or a test run with no valid run): the table beams, the
+  curve and the truncation grid. With the choices valid made: the table beams, the
+  reference beam and the chosen beams, which is all the test report reads.
+  """
+  beams = {int(b) for b in beam_sizes}
+  if valid_choices is None:
+    return sorted(
+      beams | {int(b) for b in curve_beam_sizes} | {int(b) for b in truncation_beam_sizes}
+    )
+  chosen = [*valid_choices.half_beams.values(), *valid_choices.truncation_beams.values()]
+  beams |= {int(b) for b in chosen if b is not None} | {valid_choices.reference_beam}
+  return sorted(beams)
+
+
 def smallest_beam_reaching(curve: dict, key: str, target: float):
   """Smallest evaluated beam whose curve[beam][key] >= target, or None."""
   for beam in sorted(curve, key=int):

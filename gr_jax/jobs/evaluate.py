@@ -60,21 +60,34 @@ def evaluate(
   max_requests: int = 1000,
   seed: int = 0,
   bootstrap_resamples: int = 2000,
+  curve_tokenizers: tuple[str, ...] | None = None,
 ):
-  """Runs the evaluation described in the module docstring; returns the results dict."""
+  """Runs the evaluation described in the module docstring; returns the results dict.
+
+  Tokenizers outside `curve_tokenizers` (default: all) are scored at `beam_sizes`
+  only (the ablation rows of Table 1). On test, once valid has chosen its beams,
+  the semantic generators are scored at `beam_sizes` and the chosen beams only.
+  """
   protocol.check_split(split)
   catalog, logs = data_job.load_data(workdir)
   rows = protocol.sample_requests(logs, split, max_requests, seed)
   sample = logs.select(rows)
   vocab = sft.text_vocabulary(workdir).as_seqio_vocabulary()
-  curve = set(beam_sizes) | set(curve_beam_sizes)
+  valid_choices = _valid_choices(workdir) if split == "test" else None
+  curve_tokenizers = tokenizers if curve_tokenizers is None else curve_tokenizers
   values, extras = {}, {}
   for name in tokenizers:
     sid_artefacts = sid_tables_lib.load_sid_artefacts(paths.sid_dir(workdir, name))
     item_sid = sid_artefacts.tables.item_sid
+    semantic_beams = protocol.semantic_beams(
+      beam_sizes,
+      curve_beam_sizes if name in curve_tokenizers else (),
+      truncation_beam_sizes if name in curve_tokenizers else (),
+      valid_choices,
+    )
     for kind, stage, task, beams in (
-      ("semantic", semantic_stage, "q2sid", curve | set(truncation_beam_sizes)),
-      ("personalized", personalized_stage, "uq2sid", curve),
+      ("semantic", semantic_stage, "q2sid", semantic_beams),
+      ("personalized", personalized_stage, "uq2sid", beam_sizes),
     ):
       if not os.path.exists(paths.sft_dir(workdir, name, stage)):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stage)
@@ -100,7 +113,7 @@ def evaluate(
     requests=len(rows),
     sample_seed=seed,
     resamples=bootstrap_resamples,
-    valid_choices=_valid_choices(workdir) if split == "test" else None,
+    valid_choices=valid_choices,
   )
   for name, extra in extras.items():
     results["tokenizers"].setdefault(name, {"stages": {}}).update(extra)
