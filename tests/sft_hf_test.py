@@ -1,7 +1,8 @@
 """SFT from a converted Hugging Face Qwen2 checkpoint through the real job (init_from_hf).
 
 Runs the data and tokenizer jobs at CI sizes, then a few SFT steps per stage starting from the
-tiny checkpoint of tests/testdata, the way `python -m gr_jax.main` with runs/sft_qwen.gin does.
+tiny checkpoint of tests/testdata, the way `python -m gr_jax.main` with runs/sft_qwen.gin does,
+then the evaluation job on the result.
 """
 
 import json
@@ -79,6 +80,22 @@ def test_sft_starts_from_the_converted_checkpoint(workdir):
   fresh = np.asarray(fresh["blocks_1"]["mlp"]["down"])
   assert np.abs(after - before).max() < 0.1 * np.abs(fresh - before).max()
   assert not np.array_equal(after, before)
+
+  # Evaluation runs unchanged on the Qwen-started generator (constrained decoding included).
+  results = _job(
+    workdir,
+    ["runs/evaluate.gin"],
+    [
+      "evaluate.tokenizers = ('rqvae',)",
+      "evaluate.baseline = 'rqvae'",
+      "evaluate.max_requests = 16",
+      "evaluate.beam_sizes = (1, 4)",
+      "evaluate.curve_beam_sizes = (1, 4)",
+      "evaluate.truncation_items = 10",
+    ],
+  )
+  semantic = results["tokenizers"]["rqvae"]["stages"]["semantic"]
+  assert semantic[4]["valid_share"] == 1.0 and 0.0 <= semantic[4]["hitrate"] <= 1.0
 
 
 def test_sft_qwen_gin_needs_the_checkpoint(tmp_path):
