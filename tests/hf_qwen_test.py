@@ -189,6 +189,9 @@ def test_missing_tensor_and_wrong_shape_are_named(tmp_path):
     hf_qwen.convert_checkpoint(folder)
   with pytest.raises(hf_qwen.HfCheckpointError, match="config.json"):
     hf_qwen.convert_checkpoint(tmp_path / "nothing_here")
+  folder = _edited_copy(tmp_path / "c", lambda c: c.pop("vocab_size"))
+  with pytest.raises(hf_qwen.HfCheckpointError, match="missing field vocab_size"):
+    hf_qwen.convert_checkpoint(folder)
 
 
 def test_init_checkpoint_round_trip(tmp_path):

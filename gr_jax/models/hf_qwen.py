@@ -55,6 +55,14 @@ CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
+# config.json fields without a usable default.
+REQUIRED_FIELDS = (
+  "vocab_size",
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "intermediate_size",
+)
 # DecoderConfig fields a caller may set; the shape comes from config.json.
 OVERRIDABLE_FIELDS = ("dtype", "remat", "max_len", "vocab_multiple", "init_std")
 
@@ -110,6 +118,12 @@ def _rope_theta(hf: dict) -> float:
   return float(hf.get("rope_theta", 10_000.0))
 
 
+def _require_fields(hf: dict) -> None:
+  for field in REQUIRED_FIELDS:
+    if field not in hf:
+      raise HfCheckpointError(f"config.json: missing field {field}")
+
+
 def decoder_config_from_hf(
   hf: dict, vocab_size: int | None = None, **overrides: Any
 ) -> decoder.DecoderConfig:
@@ -153,9 +167,7 @@ def decoder_config_from_hf(
       "quantization_config", hf["quantization_config"], "convert an unquantised checkpoint"
     )
   rope_theta = _rope_theta(hf)
-  for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-    if field not in hf:
-      raise HfCheckpointError(f"config.json: missing field {field}")
+  _require_fields(hf)
   heads = int(hf["num_attention_heads"])
   head_dim = hf.get("head_dim") or int(hf["hidden_size"]) // heads
   fields = dict(
@@ -341,6 +353,7 @@ def convert_checkpoint(
   """
   folder = os.fspath(folder)
   hf = read_hf_config(folder)
+  _require_fields(hf)
   hf_vocab = int(hf["vocab_size"])
   if layout is not None and layout.text_vocab_size > hf_vocab:
     raise HfCheckpointError(
