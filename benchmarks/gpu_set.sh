@@ -13,6 +13,9 @@
 #   host_trie            batch 32, beam 100, 3M SIDs: on-device vs host Python trie
 #   serving              presets small and qwen05b (bf16), batch 1 and 32, beams 20 / 50 / 100,
 #                        21M-item catalog, 4 s of timed calls per setting
+#   sft_from_hf          random Qwen2.5-0.5B-shaped HF checkpoint (bf16 safetensors, tokenizer.json)
+#                        written, converted onto the mesh, saved as the init checkpoint, restored
+#                        by the trainer, then SFT steps (bf16, 8 x 512 tokens); --quick: tiny shape
 #
 # Results: every benchmark's JSON / markdown, under OUT (default benchmarks/results_gpu/), one
 # folder per step. When OUT is set (the device tool sets it and brings back at most 8 files), the
@@ -27,7 +30,8 @@
 #                   PYTHONPATH, then any module the benchmarks import that is still missing is
 #                   installed, pinned as in requirements.lock, from the registry if one answers.
 #                   On a machine with a registry, `bash benchmarks/gpu_set.sh --fetch-wheels`
-#                   saves those wheels (gin-config) into .whl/; carry .whl with the device run.
+#                   saves those wheels (gin-config; safetensors and tokenizers, which only the
+#                   sft_from_hf step imports) into .whl/; carry .whl with the device run.
 #                   Otherwise (no GPU JAX there): a venv (GPU_SET_VENV) with requirements.lock's
 #                   pins (less TensorFlow, Keras and the MiniLM weights, which the benchmarks do
 #                   not import) and jax[cuda12]'s plugin for jax 0.10.2, pinned below.
@@ -120,7 +124,9 @@ if [ "$FETCH" = 1 ]; then
     if [ -x .venv/bin/python ]; then fetch_py=.venv/bin/python; else fetch_py=python3; fi
   fi
   pins=()
-  for dist in gin-config ${GPU_SET_EXTRA_WHEELS:-}; do pins+=("$(lock_pin "$dist")"); done
+  for dist in gin-config safetensors tokenizers ${GPU_SET_EXTRA_WHEELS:-}; do
+    pins+=("$(lock_pin "$dist")")
+  done
   mkdir -p "$WHEELS"
   "$fetch_py" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "${pins[@]}"
   ls -l "$WHEELS"
@@ -413,6 +419,9 @@ run_step host_trie 80 \
 run_step serving 200 \
   -m benchmarks.serving --preset small,qwen05b --dtype bfloat16 --batches 1,32 \
   --beams 20,50,100 --repeats 400 --max-setting-s 4 --warmup 2
+# Last, so that it never takes time from the set above when the budget runs short.
+run_step sft_from_hf 120 \
+  -m benchmarks.sft_from_hf --dtype bfloat16 --batch 8 --length 512 --repeats 10
 
 # Headlines last (the device tool returns the end of the output).
 bundle
@@ -446,6 +455,12 @@ def headline(step, record):
       f"{step}: host / device constraint in the search step {in_step}, per standalone call "
       f"{s['constraint_speedup_per_call']:.1f}x, end to end "
       f"{s['end_to_end_speedup']:.2f}x (target {s['target_speedup']}x in the step)"
+    )
+  if name == "sft_from_hf":
+    return (
+      f"{step}: {s['params']:,} params converted in {s['convert_s']:.1f} s (peak RSS +"
+      f"{s['convert_rss_growth_mib']:.0f} MiB), train step {s['step_ms']:.1f} ms, "
+      f"{s['tokens_per_s']:.0f} tokens/s, loss {s['first_loss']:.3f} -> {s['loss_after_steps']:.3f}"
     )
   if name == "serving":
     lines = []

@@ -44,6 +44,7 @@ SUMMARY_KEYS = {
   "tokenizer_throughput": {"train_items_per_s", "assign_items_per_s", "assign_21m_extrapolated_s"},
   "serving": {"best_qps", "batch1_p50_ms", "paper"},
   "decode_breakdown": {"sum_of_parts_ms", "constrained_decode_ms", "trie_cost_in_search_ms"},
+  "sft_from_hf": {"convert_s", "convert_rss_growth_mib", "step_ms", "tokens_per_s", "params"},
 }
 
 

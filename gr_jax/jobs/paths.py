@@ -15,6 +15,11 @@ def vocab_path(workdir: str) -> str:
   return os.path.join(workdir, "vocab", "text.model")
 
 
+def hf_tokenizer_path(workdir: str) -> str:
+  """The pretrained model's tokenizer.json, when SFT starts from a Hugging Face checkpoint."""
+  return os.path.join(workdir, "vocab", "tokenizer.json")
+
+
 def sid_dir(workdir: str, tokenizer: str) -> str:
   """item_sid.npy, sid_items.npz, diagnostics.json, tokenizer variables."""
   return os.path.join(workdir, "sid", tokenizer)

@@ -17,18 +17,26 @@ import gin
 from absl import logging
 
 from gr_jax import io_utils
-from gr_jax.data import seqio_tasks, text_vocab
+from gr_jax.data import hf_tokenizer_vocab, seqio_tasks, text_vocab
 from gr_jax.data.token_layout import TokenLayout
 from gr_jax.jobs import data as data_job
 from gr_jax.jobs import paths
-from gr_jax.models import decoder, sft_task
+from gr_jax.models import decoder, hf_qwen, sft_task
 from gr_jax.sid import tables
-from gr_jax.train import batching, checkpoints, optim, trainer
+from gr_jax.train import batching, checkpoints, optim, partitioning, trainer
 
 
 @gin.configurable
-def text_vocabulary(workdir: str, vocab_size: int = 2000) -> text_vocab.TextVocab:
-  """The run's SentencePiece vocabulary, trained on titles + train queries once."""
+def text_vocabulary(workdir: str, vocab_size: int = 2000):
+  """The run's text vocabulary (a TextVocab or an HfTokenizerVocab).
+
+  The pretrained model's tokenizer when SFT started from a Hugging Face checkpoint (it is then
+  in vocab/tokenizer.json, so later stages pick it up without a knob); else the SentencePiece
+  vocabulary, trained on titles + train queries once.
+  """
+  hf_path = paths.hf_tokenizer_path(workdir)
+  if os.path.exists(hf_path):
+    return hf_tokenizer_vocab.HfTokenizerVocab.load(hf_path)
   path = paths.vocab_path(workdir)
   if not os.path.exists(path):
     catalog, logs = data_job.load_data(workdir)
@@ -89,6 +97,7 @@ def train_sft(
   stage_steps: dict | None = None,
   stage_learning_rates: dict | None = None,
   seed: int = 0,
+  init_from_hf: str | None = None,
 ):
   """Trains the generator stage by stage on tokenizer `tokenizer`'s SIDs.
 
@@ -96,26 +105,41 @@ def train_sft(
     workdir: the run's work directory (reads data/, sid/<tokenizer>/).
     tokenizer: which SID artefacts to learn.
     stages: task names in training order (seqio_tasks.TASK_NAMES).
-    model: decoder preset (tiny, small, base, qwen05b).
-    model_overrides: DecoderConfig fields changed from the preset (e.g. num_layers).
+    model: decoder preset (tiny, small, base, qwen05b); with init_from_hf the shape comes
+      from its config.json ('hf' says so, and needs init_from_hf).
+    model_overrides: DecoderConfig fields changed from the preset (e.g. num_layers); with
+      init_from_hf only hf_qwen.OVERRIDABLE_FIELDS (e.g. dtype, remat).
     prompt_len: tokens before the SID.
     batch_size: global batch of every stage.
     stage_steps: steps per stage (default 1000 each).
     stage_learning_rates: peak learning rate per stage (default 1e-3 each).
     seed: batch order seed.
+    init_from_hf: a Hugging Face Qwen2 / Qwen2.5 checkpoint folder (config.json, safetensors,
+      tokenizer.json). The first stage starts from its weights, the text vocabulary is its
+      tokenizer (copied to vocab/tokenizer.json, where every later job finds it) and the model
+      shape is its config.json.
 
   Returns:
     {stage: final train metrics}.
   """
+  if model == "hf" and not init_from_hf:
+    raise ValueError("train_sft.model = 'hf' takes the model from a checkpoint: bind init_from_hf")
   catalog, logs = data_job.load_data(workdir)
   sid = tables.load_sid_artefacts(paths.sid_dir(workdir, tokenizer))
+  if init_from_hf:
+    _install_hf_tokenizer(workdir, init_from_hf)
   vocab = text_vocabulary(workdir)
   layout = TokenLayout(
     text_vocab_size=vocab.vocab_size, sid_level_sizes=tuple(sid.tables.level_sizes)
   )
-  model_config = decoder.decoder_preset(
-    model, vocab_size=layout.vocab_size, **dict(model_overrides or {})
-  )
+  if init_from_hf:
+    model_config = hf_qwen.decoder_config_from_hf(
+      hf_qwen.read_hf_config(init_from_hf), layout.vocab_size, **dict(model_overrides or {})
+    )
+  else:
+    model_config = decoder.decoder_preset(
+      model, vocab_size=layout.vocab_size, **dict(model_overrides or {})
+    )
   generator = Generator(layout, model_config, prompt_len)
   seqio_vocab = vocab.as_seqio_vocabulary()
   results = {}
@@ -133,6 +157,8 @@ def train_sft(
     )
     steps = int((stage_steps or {}).get(stage, 1000))
     lr = float((stage_learning_rates or {}).get(stage, 1e-3))
+    if previous_stage is None and init_from_hf:
+      previous_stage = _hf_init_checkpoint(workdir, tokenizer, init_from_hf, layout, model_config)
     logging.info(
       "SFT %s/%s: %d examples, %d steps, lr %g",
       tokenizer,
@@ -165,3 +191,37 @@ def train_sft(
     results[stage] = result.last_metrics
     io_utils.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
   return results
+
+
+def _install_hf_tokenizer(workdir: str, folder: str) -> None:
+  """Makes the checkpoint's tokenizer the run's text vocabulary (refuses a mixed work dir)."""
+  if os.path.exists(paths.vocab_path(workdir)) and not os.path.exists(
+    paths.hf_tokenizer_path(workdir)
+  ):
+    raise ValueError(
+      f"train_sft.init_from_hf: {workdir} already has a SentencePiece text vocabulary "
+      f"({paths.vocab_path(workdir)}) that other generators use; start from a work directory "
+      "without vocab/ (data/ and sid/ can be copied)"
+    )
+  hf_tokenizer_vocab.install_tokenizer(folder, paths.hf_tokenizer_path(workdir))
+
+
+def _hf_init_checkpoint(
+  workdir: str,
+  tokenizer: str,
+  folder: str,
+  layout: TokenLayout,
+  model_config: decoder.DecoderConfig,
+) -> str:
+  """The converted checkpoint the first stage starts from (converted once per tokenizer)."""
+  directory = os.path.join(paths.sft_dir(workdir, tokenizer, "hf_init"), "checkpoints")
+  probe = checkpoints.Checkpointer(directory)
+  converted = probe.latest_step() is not None
+  probe.close()
+  if not converted:
+    logging.info("SFT %s: converting %s into %s", tokenizer, folder, directory)
+    overrides = {f: getattr(model_config, f) for f in hf_qwen.OVERRIDABLE_FIELDS}
+    mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
+    _, params = hf_qwen.init_generator_from_hf(folder, layout, mesh=mesh, rules=rules, **overrides)
+    hf_qwen.save_init_checkpoint(params, directory)
+  return directory

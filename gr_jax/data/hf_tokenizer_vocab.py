@@ -1,0 +1,177 @@
+"""A pretrained model's Hugging Face tokenizer (tokenizer.json) as the text vocabulary.
+
+The alternative to text_vocab's SentencePiece vocabulary for a generator started from a
+pretrained Qwen2 / Qwen2.5 checkpoint (models/hf_qwen.py): piece ids are the tokenizer's own ids,
+so `TokenLayout.text_tokens` (+ text_offset) lands each piece on the embedding row the pretrained
+model learned for it. The layout's special tokens (PAD, EOS, BOS, SEP, UNK), profile and SID
+tokens stay outside the text range and get new rows; the tokenizer's own special tokens
+(<|endoftext|>, <|im_start|>, ...) are ordinary text pieces to the layout.
+
+Encoding adds no special tokens (prompts are built by the SFT tasks). Only the `tokenizers`
+library is used, not `transformers`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from collections.abc import Sequence
+
+import numpy as np
+import tokenizers
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _check_texts(texts: Sequence[str], what: str) -> list[str]:
+  if isinstance(texts, str):
+    raise TypeError(f"{what}: texts must be a sequence of str, got a single str")
+  texts = list(texts)
+  for row, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise TypeError(f"{what}: texts[{row}] is {type(text).__name__}, expected str")
+  return texts
+
+
+def tokenizer_file(path: str | os.PathLike) -> pathlib.Path:
+  """`path` itself if it is a file, else `path`/tokenizer.json (a checkpoint folder)."""
+  path = pathlib.Path(path)
+  return path / TOKENIZER_FILE if path.is_dir() else path
+
+
+class HfTokenizerVocab:
+  """A Hugging Face `tokenizers` tokenizer: text <-> piece ids (same interface as TextVocab)."""
+
+  def __init__(self, path: pathlib.Path, tokenizer: tokenizers.Tokenizer):
+    self.path = path
+    self._tokenizer = tokenizer
+    # Ids of the added tokens can follow the model vocabulary with gaps; the text range must
+    # cover the largest id.
+    self._size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> HfTokenizerVocab:
+    """Loads tokenizer.json, or the tokenizer.json of a checkpoint folder.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is not a `tokenizers` tokenizer.
+    """
+    path = tokenizer_file(path)
+    if not path.is_file():
+      raise FileNotFoundError(f"hf tokenizer: no {TOKENIZER_FILE} at {path}")
+    try:
+      tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type for a bad file
+      raise ValueError(f"hf tokenizer: {path} is not a tokenizers tokenizer.json: {e}") from e
+    return cls(path, tokenizer)
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of ids (added special tokens included): the layout's text_vocab_size."""
+    return self._size
+
+  def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """Texts -> one [num_pieces] int32 array of piece ids per text (no special tokens)."""
+    texts = _check_texts(texts, f"hf tokenizer {self.path}: encode")
+    encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+    return [np.asarray(e.ids, np.int32) for e in encodings]
+
+  def encode_padded(self, texts: Sequence[str], max_len: int, pad_id: int = -1) -> np.ndarray:
+    """Texts -> [N, max_len] int32 piece ids, truncated, right-padded with `pad_id`."""
+    if max_len < 1:
+      raise ValueError(
+        f"hf tokenizer {self.path}: encode_padded max_len must be >= 1, got {max_len}"
+      )
+    pieces = self.encode(texts)
+    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [N, max_len]
+    for row, ids in enumerate(pieces):
+      ids = ids[:max_len]
+      padded[row, : len(ids)] = ids
+    return padded
+
+  def decode(self, ids) -> str | list[str]:
+    """Piece ids -> text (special tokens kept); negative ids (padding) are skipped.
+
+    Args:
+      ids: a 1-D sequence of ids (-> str) or a 2-D array / list of sequences (-> list[str]).
+
+    Raises:
+      ValueError: an id is >= vocab_size.
+    """
+    if isinstance(ids, np.ndarray):
+      batched = ids.ndim == 2
+    else:
+      batched = len(ids) > 0 and not np.isscalar(ids[0])
+    if batched:
+      return [self._decode_one(row) for row in ids]
+    return self._decode_one(ids)
+
+  def _decode_one(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    ids = ids[ids >= 0]
+    if np.any(ids >= self.vocab_size):
+      raise ValueError(
+        f"hf tokenizer {self.path}: decode got piece id {int(ids.max())} >= vocab_size "
+        f"{self.vocab_size}"
+      )
+    return self._tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+
+  def as_seqio_vocabulary(self) -> _SingleTextVocab:
+    """The one-string-at-a-time form the SFT tasks encode with (`encode(str)`, `vocab_size`).
+
+    Not a `seqio.Vocabulary`: the tasks only call `encode` and read `vocab_size`, which is
+    all a tokenizers tokenizer needs to provide here.
+    """
+    return _SingleTextVocab(self)
+
+
+class _SingleTextVocab:
+  """`encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size` over an HfTokenizerVocab."""
+
+  def __init__(self, vocab: HfTokenizerVocab):
+    self._vocab = vocab
+
+  @property
+  def vocab_size(self) -> int:
+    return self._vocab.vocab_size
+
+  def encode(self, text: str) -> list[int]:
+    return self._vocab.encode([text])[0].tolist()
+
+  def decode(self, ids) -> str:
+    return self._vocab._decode_one(ids)
+
+
+def install_tokenizer(source: str | os.PathLike, destination: str | os.PathLike) -> pathlib.Path:
+  """Copies a checkpoint's tokenizer.json to `destination` (idempotent).
+
+  Args:
+    source: tokenizer.json or a checkpoint folder holding one.
+    destination: where the run keeps it.
+
+  Returns:
+    `destination`.
+
+  Raises:
+    FileNotFoundError: no tokenizer at `source`.
+    ValueError: `destination` already holds a different tokenizer (the run was started from
+      another model).
+  """
+  source = tokenizer_file(source)
+  destination = pathlib.Path(destination)
+  if not source.is_file():
+    raise FileNotFoundError(f"hf tokenizer: no {TOKENIZER_FILE} at {source}")
+  if destination.exists():
+    if destination.read_bytes() != source.read_bytes():
+      raise ValueError(
+        f"hf tokenizer: {destination} already holds another tokenizer than {source} (this work "
+        "directory was started from another model; use a fresh one)"
+      )
+    return destination
+  destination.parent.mkdir(parents=True, exist_ok=True)
+  tmp = destination.with_name(destination.name + ".tmp")
+  shutil.copyfile(source, tmp)
+  os.replace(tmp, destination)
+  return destination
