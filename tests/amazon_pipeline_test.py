@@ -11,8 +11,9 @@ import os
 import numpy as np
 
 from gr_jax import gin_utils
-from gr_jax.data import amazon, schema
-from gr_jax.jobs import seqrec_eval
+from gr_jax.data import schema
+from gr_jax.data.amazon import reader as amazon
+from gr_jax.eval import seqrec as seqrec_eval
 
 ROOT = "Industrial & Scientific"
 CATEGORIES = (

@@ -130,3 +130,16 @@ def test_train_throughput_spec_peak_table():
   unknown = spec_peak("gpu", "Some Future GPU", "bfloat16")
   assert unknown["tflops"] is None and "unknown" in unknown["note"]
   assert spec_peak("cpu", "cpu", "float32")["tflops"] is None
+
+
+def test_random_paper_scale_sids_shape():
+  rng = np.random.default_rng(1)
+  sids = common.random_paper_scale_sids(
+    5000, rng, level_sizes=(64, 32, 32, 100), num_categories=50
+  )
+  assert sids.shape == (5000, 4)
+  assert len(np.unique(sids, axis=0)) == 5000
+  assert sids[:, 0].max() < 50 and sids[:, 3].max() < 100
+  # Large clusters are split into groups, so some clusters carry several SIDs.
+  clusters = {tuple(s[:3]) for s in sids.tolist()}
+  assert len(clusters) < 5000 and (sids[:, 3] > 0).any()

@@ -10,71 +10,18 @@ and serving rebuild exactly the same model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import gin
 from absl import logging
 
 from gr_jax import io_utils
-from gr_jax.data import seqio_tasks, text_vocab
-from gr_jax.data.token_layout import TokenLayout
-from gr_jax.jobs import data as data_job
-from gr_jax.jobs import paths
+from gr_jax import workdir as workdir_lib
+from gr_jax.data import seqio_tasks
 from gr_jax.models import decoder, sft_task
-from gr_jax.sid import tables
-from gr_jax.train import batching, checkpoints, optim, trainer
-
-
-@gin.configurable
-def text_vocabulary(workdir: str, vocab_size: int = 2000) -> text_vocab.TextVocab:
-  """The run's SentencePiece vocabulary, trained on titles + train queries once."""
-  path = paths.vocab_path(workdir)
-  if not os.path.exists(path):
-    catalog, logs = data_job.load_data(workdir)
-    train_queries = logs.query[logs.split == 0]
-    texts = [str(t) for t in catalog.title] + [str(q) for q in train_queries]
-    text_vocab.train_text_vocab(texts, path, vocab_size=vocab_size)
-  return text_vocab.TextVocab.load(path)
-
-
-@dataclasses.dataclass(frozen=True)
-class Generator:
-  """What defines a trained generator besides its weights."""
-
-  layout: TokenLayout
-  model_config: decoder.DecoderConfig
-  prompt_len: int
-
-  def to_json(self) -> str:
-    return json.dumps(
-      {
-        "layout": dataclasses.asdict(self.layout),
-        "model_config": dataclasses.asdict(self.model_config),
-        "prompt_len": self.prompt_len,
-      },
-      indent=2,
-    )
-
-  @classmethod
-  def from_json(cls, text: str) -> Generator:
-    raw = json.loads(text)
-    return cls(
-      layout=TokenLayout(**raw["layout"]),
-      model_config=decoder.DecoderConfig(**raw["model_config"]),
-      prompt_len=int(raw["prompt_len"]),
-    )
-
-
-def load_generator(stage_dir: str):
-  """(Generator, params as host arrays) of a finished stage directory."""
-  spec_path = os.path.join(stage_dir, "generator.json")
-  if not os.path.exists(spec_path):
-    raise FileNotFoundError(f"{spec_path}: no trained generator here (run the SFT job first)")
-  with open(spec_path) as f:
-    generator = Generator.from_json(f.read())
-  tree, _ = checkpoints.restore_params(os.path.join(stage_dir, "checkpoints"))
-  return generator, tree["params"]
+from gr_jax.models.generator import Generator
+from gr_jax.models.token_layout import TokenLayout
+from gr_jax.train import batching, optim, partitioning, trainer
 
 
 @gin.configurable
@@ -107,9 +54,9 @@ def train_sft(
   Returns:
     {stage: final train metrics}.
   """
-  catalog, logs = data_job.load_data(workdir)
-  sid = tables.load_sid_artefacts(paths.sid_dir(workdir, tokenizer))
-  vocab = text_vocabulary(workdir)
+  catalog, logs = workdir_lib.load_data(workdir)
+  sid = workdir_lib.load_sid(workdir, tokenizer)
+  vocab = workdir_lib.text_vocabulary(workdir)
   layout = TokenLayout(
     text_vocab_size=vocab.vocab_size, sid_level_sizes=tuple(sid.tables.level_sizes)
   )
@@ -118,10 +65,12 @@ def train_sft(
   )
   generator = Generator(layout, model_config, prompt_len)
   seqio_vocab = vocab.as_seqio_vocabulary()
+  base_config = trainer.TrainerConfig()
+  mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   results = {}
   previous = None
   for stage in stages:
-    stage_dir = paths.sft_dir(workdir, tokenizer, stage)
+    stage_dir = workdir_lib.sft_dir(workdir, tokenizer, stage)
     previous_stage = previous
     previous = os.path.join(stage_dir, "checkpoints")
     if os.path.exists(os.path.join(stage_dir, "metrics.json")):
@@ -133,30 +82,21 @@ def train_sft(
     )
     steps = int((stage_steps or {}).get(stage, 1000))
     lr = float((stage_learning_rates or {}).get(stage, 1e-3))
+    num_examples = len(examples["tokens"])
     logging.info(
-      "SFT %s/%s: %d examples, %d steps, lr %g",
-      tokenizer,
-      stage,
-      len(examples["tokens"]),
-      steps,
-      lr,
-    )
-    config = dataclasses.replace(
-      trainer.TrainerConfig(),
-      num_steps=steps,
-      init_checkpoint=previous_stage,
+      "SFT %s/%s: %d examples, %d steps, lr %g", tokenizer, stage, num_examples, steps, lr
     )
     schedule = optim.make_schedule(total_steps=steps, learning_rate=lr)
     runner = trainer.Trainer(
       sft_task.SftTask(model_config, layout.num_sid_levels),
       stage_dir,
-      config=config,
+      config=dataclasses.replace(base_config, num_steps=steps, init_checkpoint=previous_stage),
+      mesh=mesh,
+      rules=rules,
       schedule=schedule,
       optimizer=optim.make_optimizer(schedule),
     )
-    os.makedirs(stage_dir, exist_ok=True)
-    with open(os.path.join(stage_dir, "generator.json"), "w") as f:
-      f.write(generator.to_json())
+    workdir_lib.save_generator(stage_dir, generator)
     arrays = {"tokens": examples["tokens"], "loss_weights": examples["loss_weights"]}
     result = runner.fit(batching.epoch_batches(arrays, batch_size, seed))
     runner.close()

@@ -1,4 +1,4 @@
-"""TFDS builder for the built-in simulated world (gr_jax/data/world.py).
+"""TFDS builder for the built-in simulated world (gr_jax/data/world/simulator.py).
 
 One builder, `gr_jax_world`, two tables per world as separate configs, because
 the catalog and the search logs have different features (DESIGN.md, "Data
@@ -22,10 +22,10 @@ Build from Python (tests/world_tfds_test.py does this for tiny):
 
   GrJaxWorld(config="tiny_logs", data_dir=DIR).download_and_prepare()
 
-or from the command line with gr_jax/data/build_tfds.py, which stands in for
+or from the command line with gr_jax/data/tfds/build.py, which stands in for
 `tfds build` (tensorflow-datasets 4.9.10's CLI imports apache_beam at startup):
 
-  python -m gr_jax.data.build_tfds gr_jax_world/tiny_logs --data_dir=DIR
+  python -m gr_jax.data.tfds.build gr_jax_world/tiny_logs --data_dir=DIR
 
 Writing runs at about 3k examples per second on one CPU core, so medium (1M
 items, 1M requests) takes several minutes per table on top of generation.
@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gr_jax.data import schema
-from gr_jax.data import world as world_lib
+from gr_jax.data.world import simulator as world_lib
 
 TABLES = ("catalog", "logs")
 CATALOG_SPLIT = "catalog"
@@ -191,7 +191,7 @@ class GrJaxWorld(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
       builder=self,
       description=(
-        "Seeded simulated e-commerce world (gr_jax/data/world.py documents the "
+        "Seeded simulated e-commerce world (gr_jax/data/world/simulator.py documents the "
         f"generative model). {config.description}."
       ),
       features=features,

@@ -13,12 +13,12 @@ Manual directory, first that is set: the `manual_dir` builder argument, TFDS's
 variable GR_JAX_AMAZON_DIR, then `../shared/data/amazon_scientific` relative to
 the repository root. Build with
 
-  python -c "from gr_jax.data import amazon_tfds; amazon_tfds.load_tfds_tables()"
+  python -c "from gr_jax.data.tfds import amazon as amazon_tfds; amazon_tfds.load_tfds_tables()"
 
 (both configs; `data_dir=` / `manual_dir=` as needed), or
 `tfds.builder('amazon_scientific/logs').download_and_prepare()` after importing
-this module, or `python -m gr_jax.data.build_tfds amazon_scientific --manual_dir=DIR`
-(gr_jax/data/build_tfds.py stands in for `tfds build`, whose 4.9.10 CLI imports
+this module, or `python -m gr_jax.data.tfds.build amazon_scientific --manual_dir=DIR`
+(gr_jax/data/tfds/build.py stands in for `tfds build`, whose 4.9.10 CLI imports
 apache_beam at start-up). `load_tfds_tables` reads any builder with these two
 configs back into (schema.Catalog, schema.SearchLogs), validating every row.
 """
@@ -32,7 +32,8 @@ import gin
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gr_jax.data import amazon, contracts, schema
+from gr_jax.data import contracts, schema
+from gr_jax.data.amazon import reader as amazon
 
 MANUAL_DIR_ENV = "GR_JAX_AMAZON_DIR"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -203,7 +204,7 @@ def load_tfds_tables(
     (catalog, logs), validated.
 
   Raises:
-    schema.DataContractError: a row breaks the contract, naming
+    errors.DataContractError: a row breaks the contract, naming
       '<builder>/catalog' or '<builder>/logs', the example index and the field.
   """
   name, _, version = builder_name.partition(":")
