@@ -134,9 +134,7 @@ def test_train_throughput_spec_peak_table():
 
 def test_random_paper_scale_sids_shape():
   rng = np.random.default_rng(1)
-  sids = common.random_paper_scale_sids(
-    5000, rng, level_sizes=(64, 32, 32, 100), num_categories=50
-  )
+  sids = common.random_paper_scale_sids(5000, rng, level_sizes=(64, 32, 32, 100), num_categories=50)
   assert sids.shape == (5000, 4)
   assert len(np.unique(sids, axis=0)) == 5000
   assert sids[:, 0].max() < 50 and sids[:, 3].max() < 100

@@ -25,7 +25,7 @@ from gr_jax.decoding import trie as trie_lib
 from gr_jax.eval import protocol
 from gr_jax.models import decoder
 from gr_jax.rl import eg_grpo, policy
-from gr_jax.serving.retriever import Retriever
+from gr_jax.serving.retriever import generator_retriever
 from gr_jax.train import batching, optim, partitioning, trainer
 
 
@@ -90,14 +90,8 @@ def train_rl(
     return {"preempted": True}
   params = jax.device_get(result.state.params)
   metrics = {"train": result.last_metrics, "num_experts": config.num_experts, "seed": seed}
-  retriever = Retriever(
-    params,
-    generator.model_config,
-    generator.layout,
-    sid.tables,
-    catalog.efficiency_score,
-    mesh=mesh,
-    rules=rules,
+  retriever = generator_retriever(
+    generator, params, sid.tables, catalog.efficiency_score, mesh=mesh, rules=rules
   )
   metrics["eval"] = protocol.evaluate_policy(
     retriever, generator, catalog, logs, sid.tables.item_sid, vocab, eval_requests, eval_beam_sizes

@@ -44,6 +44,22 @@ def first_occurrence(sids: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   return mask & ~has_earlier_copy
 
 
+def _check_pair(fn: str, **arrays: jnp.ndarray) -> None:
+  """Checks two [B, M, L] SID sets and their [B, M] masks (keyword order: a, a_mask, b, b_mask).
+
+  Raises:
+    ValueError: naming `fn` and the arrays whose shapes disagree.
+  """
+  (a, sids_a), (am, mask_a), (b, sids_b), (bm, mask_b) = arrays.items()
+  if sids_a.shape[0] != sids_b.shape[0] or sids_a.shape[2] != sids_b.shape[2]:
+    raise ValueError(f"{fn}: {a} {sids_a.shape} and {b} {sids_b.shape} differ in batch or levels")
+  if mask_a.shape != sids_a.shape[:2] or mask_b.shape != sids_b.shape[:2]:
+    raise ValueError(
+      f"{fn}: {am} {mask_a.shape} / {bm} {mask_b.shape} do not match "
+      f"{a} {sids_a.shape[:2]} / {b} {sids_b.shape[:2]}"
+    )
+
+
 def draw_experts(
   rng: jax.Array,
   clicked: jnp.ndarray,
@@ -71,15 +87,13 @@ def draw_experts(
   """
   if num_experts < 0:
     raise ValueError(f"draw_experts: num_experts must be >= 0, got {num_experts}")
-  if clicked.shape[0] != exposed.shape[0] or clicked.shape[2] != exposed.shape[2]:
-    raise ValueError(
-      f"draw_experts: clicked {clicked.shape} and exposed {exposed.shape} differ in batch or levels"
-    )
-  if clicked_mask.shape != clicked.shape[:2] or exposed_mask.shape != exposed.shape[:2]:
-    raise ValueError(
-      f"draw_experts: masks {clicked_mask.shape}, {exposed_mask.shape} do not match "
-      f"clicked {clicked.shape[:2]}, exposed {exposed.shape[:2]}"
-    )
+  _check_pair(
+    "draw_experts",
+    clicked=clicked,
+    clicked_mask=clicked_mask,
+    exposed=exposed,
+    exposed_mask=exposed_mask,
+  )
   batch, num_clicked, levels = clicked.shape
   candidates = jnp.concatenate([clicked, exposed], axis=1).astype(jnp.int32)  # [B, M, L]
   candidate_mask = jnp.concatenate([clicked_mask, exposed_mask], axis=1)  # [B, M]
@@ -152,15 +166,13 @@ def build_group(
   """
   if sampled.ndim != 3 or experts.ndim != 3:
     raise ValueError(f"build_group: sampled {sampled.shape}, experts {experts.shape} not [B, M, L]")
-  if sampled.shape[0] != experts.shape[0] or sampled.shape[2] != experts.shape[2]:
-    raise ValueError(
-      f"build_group: sampled {sampled.shape} and experts {experts.shape} differ in batch or levels"
-    )
-  if sample_valid.shape != sampled.shape[:2] or expert_mask.shape != experts.shape[:2]:
-    raise ValueError(
-      f"build_group: sample_valid {sample_valid.shape} / expert_mask {expert_mask.shape} do not "
-      f"match sampled {sampled.shape[:2]} / experts {experts.shape[:2]}"
-    )
+  _check_pair(
+    "build_group",
+    sampled=sampled,
+    sample_valid=sample_valid,
+    experts=experts,
+    expert_mask=expert_mask,
+  )
   sample_mask = jnp.ones(sample_valid.shape, bool)  # [B, G]
   if dedup_sampled:
     sample_mask = first_occurrence(sampled, sample_mask)

@@ -183,40 +183,21 @@ def reduce_policy_loss(
 
 
 def clipped_policy_loss(
-  logp_new: jnp.ndarray,
-  logp_old: jnp.ndarray,
-  logp_ref: jnp.ndarray,
-  advantages: jnp.ndarray,
-  member_mask: jnp.ndarray,
-  is_expert: jnp.ndarray,
-  *,
-  clip_eps: float = 0.2,
-  kl_weight: float = 1.0,
-  kl_clip: float = 10.0,
-  kl_on_experts: bool = False,
-  luffy_shaping: bool = False,
-  luffy_gamma: float = 0.1,
+  *inputs: jnp.ndarray, kl_weight: float = 1.0, **options
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Token-level EG-GRPO loss and its policy metrics.
 
-  Args: as `policy_loss_terms`, plus `kl_weight`, the weight of the KL term.
+  Args:
+    *inputs: `policy_loss_terms`'s arrays (logp_new, logp_old, logp_ref,
+      advantages, member_mask, is_expert).
+    kl_weight: the weight of the KL term.
+    **options: `policy_loss_terms`'s keyword options (clip_eps, kl_clip, ...).
 
   Returns:
     (scalar loss, metrics), see `reduce_policy_loss`.
   """
-  terms = policy_loss_terms(
-    logp_new,
-    logp_old,
-    logp_ref,
-    advantages,
-    member_mask,
-    is_expert,
-    clip_eps=clip_eps,
-    kl_clip=kl_clip,
-    kl_on_experts=kl_on_experts,
-    luffy_shaping=luffy_shaping,
-    luffy_gamma=luffy_gamma,
-  )
+  logp_new, is_expert = inputs[0], inputs[5]
+  terms = policy_loss_terms(*inputs, **options)
   return reduce_policy_loss(terms, logp_new, is_expert, kl_weight)
 
 

@@ -117,18 +117,27 @@ class Retriever:
     return self is other
 
 
+def generator_retriever(
+  generator: Generator, params, sid_tables: tables.SidTables, efficiency_score, *, mesh, rules
+) -> Retriever:
+  """A Retriever over `generator` with `params` (e.g. an RL policy's), on `mesh`."""
+  return Retriever(
+    params,
+    generator.model_config,
+    generator.layout,
+    sid_tables,
+    efficiency_score,
+    mesh=mesh,
+    rules=rules,
+  )
+
+
 def load_retriever(
   workdir: str, tokenizer: str, stage: str, catalog, sid_artefacts, *, mesh=None, rules=None
 ) -> tuple[Generator, Retriever]:
   """(Generator, Retriever) of SFT stage `stage` of `tokenizer` in a work directory."""
   generator, params = workdir_lib.load_generator(workdir_lib.sft_dir(workdir, tokenizer, stage))
-  retriever = Retriever(
-    params,
-    generator.model_config,
-    generator.layout,
-    sid_artefacts.tables,
-    catalog.efficiency_score,
-    mesh=mesh,
-    rules=rules,
+  retriever = generator_retriever(
+    generator, params, sid_artefacts.tables, catalog.efficiency_score, mesh=mesh, rules=rules
   )
   return generator, retriever
