@@ -6,14 +6,8 @@ items, codebooks replicated, checkpointed, resumable); RQ-KMeans has no training
 loop. Either way the catalog is then assigned, split (Algorithm 1) and written
 atomically with its diagnostics (gr_jax/sid/training.py).
 
-Input encoder (`train_tokenizer.encoder`):
-  'joint'     the paper body's form: the tokenizer reads the text features and the
-              query-item InfoNCE acts on the RQ-VAE encoder's own latents.
-  'two_step'  first train the two-tower contrastive encoder
-              (`contrastive_encoder.TwoTowerTask`, query-item InfoNCE + category
-              SupCon) on the same batches, then run the tokenizer on its item / query
-              embeddings. The encoder is stored with the SID artefacts, so
-              incremental assignment maps new items' raw features the same way.
+Input encoder (`train_tokenizer.encoder`): 'joint' or 'two_step', see
+`gr_jax.sid.training.ENCODERS`.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.sid import rqvae, tables, training
-from gr_jax.train import trainer
+from gr_jax.train import partitioning, trainer
 
 
 @gin.configurable
@@ -69,13 +63,14 @@ def train_tokenizer(
   catalog, logs = workdir_lib.load_data(workdir)
   training.check_features(catalog, logs, workdir_lib.data_dir(workdir))
   trainer_config = trainer.TrainerConfig()
+  mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   train_dir = workdir_lib.sid_train_dir(workdir, name)
   start = time.perf_counter()
   input_encoder = None
   if encoder == "two_step":
     two_tower_config = dataclasses.replace(trainer_config, num_steps=two_tower_steps)
     step_one = training.train_two_tower(
-      train_dir + "_two_tower", catalog, logs, batch_size, seed, two_tower_config
+      train_dir + "_two_tower", catalog, logs, batch_size, seed, two_tower_config, mesh, rules
     )
     if step_one is None:
       return {"preempted": True}
@@ -94,6 +89,8 @@ def train_tokenizer(
     category_id,
     train_dir=train_dir,
     trainer_config=trainer_config,
+    mesh=mesh,
+    rules=rules,
     batch_size=batch_size,
     seed=seed,
   )

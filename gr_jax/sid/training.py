@@ -17,6 +17,14 @@ from gr_jax.data import schema
 from gr_jax.sid import assign, contrastive_encoder, diagnostics, kmeans, rqvae
 from gr_jax.train import trainer
 
+# Input encoder (`train_tokenizer.encoder`):
+#   'joint'     the paper body's form: the tokenizer reads the text features and the
+#               query-item InfoNCE acts on the RQ-VAE encoder's own latents.
+#   'two_step'  first train the two-tower contrastive encoder
+#               (`contrastive_encoder.TwoTowerTask`, query-item InfoNCE + category
+#               SupCon) on the same batches, then run the tokenizer on its item / query
+#               embeddings. The encoder is stored with the SID artefacts, so
+#               incremental assignment maps new items' raw features the same way.
 ENCODERS = ("joint", "two_step")
 
 
@@ -87,7 +95,14 @@ def heldout_pairs(catalog, logs, limit: int = 4096, seed: int = 0):
 
 
 def train_two_tower(
-  train_dir: str, catalog, logs, batch_size: int, seed: int, config: trainer.TrainerConfig
+  train_dir: str,
+  catalog,
+  logs,
+  batch_size: int,
+  seed: int,
+  config: trainer.TrainerConfig,
+  mesh,
+  rules,
 ):
   """Step 1 of the two-step variant: the two-tower encoder, through the sharded trainer.
 
@@ -97,7 +112,11 @@ def train_two_tower(
   """
   encoder_config = contrastive_encoder.TwoTowerConfig(feature_dim=int(catalog.features.shape[1]))
   runner = trainer.Trainer(
-    contrastive_encoder.TwoTowerTask(encoder_config), train_dir, config=config
+    contrastive_encoder.TwoTowerTask(encoder_config),
+    train_dir,
+    config=config,
+    mesh=mesh,
+    rules=rules,
   )
   result = runner.fit(tokenizer_batches(catalog, logs, batch_size, seed))
   runner.close()
@@ -132,6 +151,8 @@ def fit_codebooks(
   *,
   train_dir: str,
   trainer_config: trainer.TrainerConfig,
+  mesh,
+  rules,
   batch_size: int,
   seed: int,
 ):
@@ -146,7 +167,9 @@ def fit_codebooks(
         catalog.features, category_id, config.codebook_sizes, seed, config.kmeans_iters
       )
     return {"codebook": codebook}, {}
-  runner = trainer.Trainer(rqvae.TokenizerTask(config), train_dir, config=trainer_config)
+  runner = trainer.Trainer(
+    rqvae.TokenizerTask(config), train_dir, config=trainer_config, mesh=mesh, rules=rules
+  )
   result = runner.fit(tokenizer_batches(catalog, logs, batch_size, seed))
   runner.close()
   if result.preempted:
