@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from gr_jax import gin_utils
 from gr_jax.data import schema
@@ -92,6 +93,7 @@ def test_popularity_order_and_complete_ranking_hand_example():
   np.testing.assert_array_equal(full, [[3, 0, 1, 2, 4], [1, 2, 4, 0, 3], [4, 3, 2, 1, 0]])
 
 
+@pytest.mark.slow
 def test_amazon_pipeline_end_to_end(tmp_path):
   data_dir = write_fixture(tmp_path / "amazon")
   work = tmp_path / "run"

@@ -10,6 +10,9 @@ from gr_jax import errors, gin_utils
 from gr_jax import workdir as paths
 from gr_jax.sid import tables
 
+# The module fixture builds a world and trains two tokenizers: tens of seconds.
+pytestmark = pytest.mark.slow
+
 TINY = [
   "prepare_data.preset = 'tiny'",
   "CODEBOOK_SIZES = (64, 8, 8)",

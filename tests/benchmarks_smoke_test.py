@@ -47,6 +47,7 @@ SUMMARY_KEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SUMMARY_KEYS))
 def test_quick_run_writes_records(name, tmp_path):
   module = importlib.import_module(f"benchmarks.{name}")
@@ -94,6 +95,7 @@ def test_time_interleaved_and_table():
     common.time_call(lambda: None, repeats=0)
 
 
+@pytest.mark.slow
 def test_train_throughput_bfloat16_quick_records_dtype_and_spec_peak(tmp_path):
   from benchmarks import train_throughput
 

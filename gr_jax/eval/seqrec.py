@@ -14,7 +14,7 @@ Metrics are leave-one-out Recall@K (= HIT@K) and NDCG@K. Every (rule, beam
 size) pair is run on both splits; the pair with the best valid `select_metric`
 is the tokenizer's reported test row (test never selects). The most-popular
 ranking (step 3 alone) is scored by the same code as a reference row.
-Writes WORKDIR/eval/seqrec/metrics.json and results.md.
+`write_seqrec_reports` writes the job's metrics.json and results.md.
 """
 
 from __future__ import annotations
