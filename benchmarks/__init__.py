@@ -1,1 +1,1 @@
-"""Benchmarks of issue 7; each module runs as `python -m benchmarks.<name>` (see README.md)."""
+"""Speed and scale benchmarks (not tests): `python -m benchmarks.<name>` (see README.md)."""

@@ -2,7 +2,7 @@
 
 The catalog enters the decode only through the trie of its unique SIDs (about one SID per 7
 items at paper scale), so each catalog size gets its trie and the same jitted decode (prefill +
-constrained beam search, same model, same shapes) is timed on each, round-robin. Issue 7's target:
+constrained beam search, same model, same shapes) is timed on each, round-robin. The target:
 latency at 21M items / latency at 10k items <= 1.1.
 
   python -m benchmarks.catalog_scaling             # 10k, 100k, 1M, 21M items; small; beam 100
@@ -12,18 +12,13 @@ latency at 21M items / latency at 10k items <= 1.1.
 from __future__ import annotations
 
 import functools
-import os
-import sys
 
 import gin
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax.decoding import trie as trie_lib  # noqa: E402
+from benchmarks import common
+from gr_jax.decoding import trie as trie_lib
 
 NAME = "catalog_scaling"
 COLUMNS = ("items", "num_sids", "trie_mib", "latency_ms", "ratio_to_smallest", "valid_fraction")
@@ -119,7 +114,7 @@ def run_catalog_scaling(
   notes = [
     "ratio_to_smallest: median over rounds of this catalog's time / the smallest's (the "
     "catalogs are timed round-robin, one call each per round).",
-    "Catalogs are synthetic paper-shaped SID sets (trie.random_paper_scale_sids) with 7 items per "
+    "Catalogs are synthetic paper-shaped SID sets (common.random_paper_scale_sids), 7 items per "
     "SID, as in the paper's 21M items / 3M SIDs; the decode sees only the trie.",
     "Shapes, and so the work of every op, are the same for every catalog; only the trie's "
     "tables (trie_mib) and the rows gathered from them differ.",
@@ -137,20 +132,12 @@ def run_catalog_scaling(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--items", default="10000,100000,1000000,21000000")
-  parser.add_argument("--preset", default="small")
-  parser.add_argument("--beams", type=int, default=100)
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_catalog_scaling(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    items=tuple(int(n) for n in args.items.split(",")),
-    preset=args.preset,
-    beams=args.beams,
+  flags = (
+    common.Flag("items", (10_000, 100_000, 1_000_000, 21_000_000), common.ints),
+    common.Flag("preset", "small"),
+    common.Flag("beams", 100),
   )
+  return common.run_main(run_catalog_scaling, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

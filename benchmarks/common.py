@@ -10,6 +10,7 @@ machine may be shared.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,10 +27,10 @@ import gin
 import jax
 import numpy as np
 
-from gr_jax.data.token_layout import TokenLayout
 from gr_jax.decoding import beam_search as beam_lib
 from gr_jax.decoding import trie as trie_lib
 from gr_jax.models import decoder
+from gr_jax.models.token_layout import TokenLayout
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -206,7 +207,7 @@ def write_results(
     name: benchmark name (file stem).
     rows: one dict per measured configuration.
     columns: the row keys shown in the markdown table, in order.
-    summary: headline figures (ratios against the issue's targets).
+    summary: headline figures (ratios against the targets).
     settings: the inputs of the run (sizes, flags).
     notes: sentences printed under the table (what was scaled down and why).
     out_dir: where the files go.
@@ -255,6 +256,37 @@ def write_results(
   return record
 
 
+def ints(text: str) -> tuple[int, ...]:
+  """'10,50,100' -> (10, 50, 100): a comma-separated flag value."""
+  return tuple(int(part) for part in text.split(","))
+
+
+def strs(text: str) -> tuple[str, ...]:
+  """'tiny,small' -> ('tiny', 'small'): a comma-separated flag value."""
+  return tuple(text.split(","))
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+  """One benchmark-specific flag: `--num-sids` sets the run function's `num_sids`.
+
+  Attributes:
+    name: the run function's argument (the flag spells it with dashes).
+    default: its value when the flag is not given (not parsed by `type`).
+    type: parses the flag's text (e.g. int, `ints`); default: the default's type.
+    help: flag help.
+    choices: allowed values.
+    action: an argparse action instead of a value (e.g. 'store_true').
+  """
+
+  name: str
+  default: Any = None
+  type: Callable[[str], Any] | None = None
+  help: str | None = None
+  choices: Sequence[str] | None = None
+  action: str | None = None
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
   """Parser with the flags every benchmark shares: --quick, --out-dir, --repeats, --gin."""
   parser = argparse.ArgumentParser(description=description)
@@ -263,6 +295,48 @@ def base_parser(description: str) -> argparse.ArgumentParser:
   parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
   parser.add_argument("--gin", action="append", default=[], help="gin bindings")
   return parser
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+  """Adds each benchmark-specific flag to `parser`."""
+  for flag in flags:
+    option = "--" + flag.name.replace("_", "-")
+    if flag.action:
+      parser.add_argument(option, action=flag.action, help=flag.help)
+      continue
+    kind = flag.type or (type(flag.default) if flag.default is not None else str)
+    parser.add_argument(
+      option, type=kind, default=flag.default, help=flag.help, choices=flag.choices
+    )
+
+
+def run_main(
+  run_fn: Callable[..., dict],
+  doc: str,
+  argv: Sequence[str] | None,
+  flags: Sequence[Flag] = (),
+  repeats: int = 5,
+) -> dict:
+  """A benchmark's command line: shared + own flags, gin bindings, then `run_fn(...)`.
+
+  Args:
+    run_fn: the benchmark's run function; gets quick, out_dir, repeats and one
+      keyword per flag.
+    doc: the module docstring (its first line is the help description).
+    argv: command-line arguments (None: sys.argv).
+    flags: the benchmark's own flags.
+    repeats: default of --repeats.
+
+  Returns:
+    What `run_fn` returns (the record `write_results` wrote).
+  """
+  parser = base_parser(doc.splitlines()[0])
+  parser.set_defaults(repeats=repeats)
+  add_flags(parser, flags)
+  args = parser.parse_args(argv)
+  parse_gin(args.gin)
+  values = {flag.name: getattr(args, flag.name) for flag in flags}
+  return run_fn(quick=args.quick, out_dir=args.out_dir, repeats=args.repeats, **values)
 
 
 def parse_gin(bindings: Sequence[str]) -> None:
@@ -280,7 +354,7 @@ def paper_item_sids(
 ) -> tuple[np.ndarray, np.ndarray]:
   """A synthetic paper-shaped catalog: unique SIDs and each item's SID.
 
-  The unique SIDs come from `trie.random_paper_scale_sids` (Zipf categories, cluster split);
+  The unique SIDs come from `random_paper_scale_sids` (Zipf categories, cluster split);
   every SID gets at least one item and the remaining items fall on SIDs with heavy-tailed weights.
 
   Args:
@@ -306,9 +380,70 @@ def paper_item_sids(
   return sids, item_sid
 
 
+@gin.configurable(allowlist=["level_sizes", "num_categories", "max_cluster_items", "max_groups"])
+def random_paper_scale_sids(
+  num: int,
+  rng: np.random.Generator,
+  *,
+  level_sizes: tuple[int, ...] = (2048, 1024, 1024, 100),
+  num_categories: int = 1711,
+  max_cluster_items: int = 50,
+  max_groups: int = 100,
+) -> np.ndarray:
+  """Synthetic SIDs shaped like the paper's index, for benchmarks.
+
+  Clusters (s1, s2, s3) put s1 on a Zipf-skewed category, s2 and s3 uniform; each cluster holds a
+  heavy-tailed item count and is split into min(ceil(count / max_cluster_items), max_groups)
+  groups, each group one SID (s1, s2, s3, g), as the paper's Algorithm 1 does.
+
+  Args:
+    num: number of unique SIDs wanted.
+    rng: numpy random generator.
+    level_sizes: (C_1, C_2, C_3, G) codebook sizes; the last is the group suffix.
+    num_categories: how many level-1 codes categories occupy.
+    max_cluster_items: T_max of the cluster split.
+    max_groups: G_max of the cluster split.
+
+  Returns:
+    [num, 4] int32 unique SIDs in random order.
+
+  Raises:
+    ValueError: when the sizes cannot hold `num` SIDs or are inconsistent.
+  """
+  if len(level_sizes) != 4 or num_categories > level_sizes[0] or max_groups > level_sizes[3]:
+    raise ValueError(
+      f"random_paper_scale_sids: need 4 levels with num_categories <= C_1 and max_groups <= G, "
+      f"got level_sizes={level_sizes}, num_categories={num_categories}, max_groups={max_groups}"
+    )
+  if num > num_categories * level_sizes[1] * level_sizes[2]:
+    raise ValueError(f"random_paper_scale_sids: num={num} exceeds the cluster space")
+  category_weights = 1.0 / np.arange(1, num_categories + 1)  # Zipf over categories
+  category_weights /= category_weights.sum()
+  # Each round draws clusters; more than `num` SIDs are kept, then a random `num` are returned.
+  collected = np.zeros((0, 4), np.int32)
+  while collected.shape[0] < num:
+    draws = num  # duplicates and group expansion make a round land near `num` SIDs
+    clusters = np.stack(
+      [
+        rng.choice(num_categories, draws, p=category_weights),
+        rng.integers(0, level_sizes[1], draws),
+        rng.integers(0, level_sizes[2], draws),
+      ],
+      axis=1,
+    )  # [draws, 3]
+    items = np.ceil(rng.pareto(1.2, draws) * 8 + 1)  # heavy-tailed items per cluster
+    groups = np.minimum(np.ceil(items / max_cluster_items), max_groups).astype(np.int64)
+    cluster_of_sid = np.repeat(np.arange(draws), groups)  # [sum(groups)]
+    group_index = np.arange(cluster_of_sid.size) - np.repeat(np.cumsum(groups) - groups, groups)
+    new = np.concatenate([clusters[cluster_of_sid], group_index[:, None]], axis=1)
+    collected = trie_lib.unique_sids(np.concatenate([collected, new]), level_sizes)
+  keep = rng.choice(collected.shape[0], num, replace=False)
+  return collected[keep]
+
+
 def paper_sids(num_sids: int, rng: np.random.Generator, level_sizes: tuple[int, ...]) -> np.ndarray:
   """[num_sids, 4] unique paper-shaped SIDs over `level_sizes` (categories and groups capped)."""
-  return trie_lib.random_paper_scale_sids(
+  return random_paper_scale_sids(
     num_sids,
     rng,
     level_sizes=tuple(level_sizes),

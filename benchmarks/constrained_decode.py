@@ -1,7 +1,7 @@
 """Benchmark 1: constrained vs unconstrained beam search, same model, same shapes.
 
 Both programs are the same jitted prefill + `beam_search`; the constrained one also gathers the
-trie's rows (valid_next_mask) and walks it (next_node) at every level. Issue 7's target is a time
+trie's rows (valid_next_mask) and walks it (next_node) at every level. The target is a time
 ratio constrained / unconstrained <= 1.05 at batch 32, beams 10 / 50 / 100, over a paper-scale SID
 set (codebooks 2048 x 1024 x 1024 plus the group suffix; ~3M unique SIDs for ~21M items).
 
@@ -12,18 +12,14 @@ set (codebooks 2048 x 1024 x 1024 plus the group suffix; ~3M unique SIDs for ~21
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 
 import gin
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax.decoding import trie as trie_lib  # noqa: E402
+from benchmarks import common
+from gr_jax.decoding import trie as trie_lib
 
 NAME = "constrained_decode"
 COLUMNS = (
@@ -151,22 +147,13 @@ def run_constrained_decode(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--num-sids", type=int, default=3_000_000)
-  parser.add_argument("--presets", default="tiny,small")
-  parser.add_argument("--beams", default="10,50,100")
-  parser.add_argument("--batch", type=int, default=32)
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_constrained_decode(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    num_sids=args.num_sids,
-    presets=tuple(args.presets.split(",")),
-    beams=tuple(int(b) for b in args.beams.split(",")),
-    batch=args.batch,
+  flags = (
+    common.Flag("num_sids", 3_000_000),
+    common.Flag("presets", ("tiny", "small"), common.strs),
+    common.Flag("beams", (10, 50, 100), common.ints),
+    common.Flag("batch", 32),
   )
+  return common.run_main(run_constrained_decode, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,16 @@ steps + (L - 2) reorders + the search, so the parts can be checked against the w
 from __future__ import annotations
 
 import functools
-import os
-import sys
 
 import gin
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from benchmarks.host_trie import make_model_free_search  # noqa: E402
-from gr_jax.decoding import beam_search as beam_lib  # noqa: E402
-from gr_jax.decoding import trie as trie_lib  # noqa: E402
-from gr_jax.models import decoder  # noqa: E402
+from benchmarks import common
+from benchmarks.host_trie import make_model_free_search
+from gr_jax.decoding import beam_search as beam_lib
+from gr_jax.decoding import trie as trie_lib
+from gr_jax.models import decoder
 
 NAME = "decode_breakdown"
 COLUMNS = ("part", "calls_per_decode", "ms_per_call", "ms_per_decode", "share_of_decode")
@@ -167,22 +162,13 @@ def run_decode_breakdown(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--num-sids", type=int, default=3_000_000)
-  parser.add_argument("--preset", default="small")
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--beams", type=int, default=100)
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_decode_breakdown(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    num_sids=args.num_sids,
-    preset=args.preset,
-    batch=args.batch,
-    beams=args.beams,
+  flags = (
+    common.Flag("num_sids", 3_000_000),
+    common.Flag("preset", "small"),
+    common.Flag("batch", 32),
+    common.Flag("beams", 100),
   )
+  return common.run_main(run_decode_breakdown, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GPU set as one command that fits a short device lease (about 8 minutes in all):
+# The GPU set of benchmarks as one command that fits a short device lease (about 8 minutes in all):
 #
 #   bash benchmarks/gpu_set.sh                   # on the GPU machine, from the repository root
 #   OUT=/tmp/gpuset_smoke bash benchmarks/gpu_set.sh --quick --no-install   # CPU smoke run

@@ -6,7 +6,7 @@ writes the allowed codes into a [beams, C] mask and copies the mask to the devic
 chosen codes on the host first, so each step also pays a device -> host copy.
 
 Measurements:
-  * the constraint's own cost per decode step, isolated from the model (issue 7's target: at
+  * the constraint's own cost per decode step, isolated from the model (the target: at
     least 100x cheaper on device at batch 32, beam 100): on device, what the trie adds to a search
     step (`make_constraint_step`: the calls `beam_search` makes, fused as there), constrained
     minus unconstrained over many interleaved rounds; on the host, the prefixes' copy to the
@@ -23,8 +23,6 @@ Measurements:
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import time
 
 import gin
@@ -32,14 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax.data.token_layout import TokenLayout  # noqa: E402
-from gr_jax.decoding import beam_search as beam_lib  # noqa: E402
-from gr_jax.decoding import trie as trie_lib  # noqa: E402
-from gr_jax.models import decoder  # noqa: E402
+from benchmarks import common
+from gr_jax.decoding import beam_search as beam_lib
+from gr_jax.decoding import trie as trie_lib
+from gr_jax.models import decoder
+from gr_jax.models.token_layout import TokenLayout
 
 NAME = "host_trie"
 COLUMNS = (
@@ -472,26 +467,15 @@ def run_host_trie(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--num-sids", type=int, default=3_000_000)
-  parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--beams", type=int, default=100)
-  parser.add_argument("--preset", default="small")
-  parser.add_argument("--step-rounds", type=int, default=101)
-  parser.add_argument("--search-rounds", type=int, default=21)
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_host_trie(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    step_rounds=args.step_rounds,
-    search_rounds=args.search_rounds,
-    num_sids=args.num_sids,
-    batch=args.batch,
-    beams=args.beams,
-    preset=args.preset,
+  flags = (
+    common.Flag("num_sids", 3_000_000),
+    common.Flag("batch", 32),
+    common.Flag("beams", 100),
+    common.Flag("preset", "small"),
+    common.Flag("step_rounds", 101),
+    common.Flag("search_rounds", 21),
   )
+  return common.run_main(run_host_trie, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

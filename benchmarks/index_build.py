@@ -5,7 +5,7 @@ The parent writes a synthetic paper-shaped item -> SID array (21M items, ~3M SID
 `sid.tables.build_sid_tables` (CSR) and `trie.build_trie_index` (over the tables' unique SIDs, as
 the Retriever does). The child reports its own step times; the parent reads the child's peak RSS
 from wait4, so the memory figure covers the whole build (the Python + JAX runtime and the loaded
-input included; the child's RSS before the build is reported beside it). Issue 7's target:
+input included; the child's RSS before the build is reported beside it). The target:
 <= 30 s and <= 2 GB.
 
   python -m benchmarks.index_build           # 21M items
@@ -17,17 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import gin
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 NAME = "index_build"
 COLUMNS = (
@@ -143,21 +139,21 @@ def run_index_build(
   )
 
 
-def main(argv=None) -> dict | None:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.set_defaults(repeats=1)
-  parser.add_argument("--items", type=int, default=21_000_000)
-  parser.add_argument("--child", help=argparse.SUPPRESS)
-  parser.add_argument("--level-sizes", help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
-  if args.child:
-    level_sizes = tuple(int(s) for s in args.level_sizes.split(","))
-    print(json.dumps(child_build(args.child, level_sizes)))
+def _run(*, child: str | None, level_sizes: tuple[int, ...] | None, **kwargs) -> dict | None:
+  """The parent benchmark, or (--child) one index build whose stats go to stdout as JSON."""
+  if child:
+    print(json.dumps(child_build(child, level_sizes)))
     return None
-  common.parse_gin(args.gin)
-  return run_index_build(
-    quick=args.quick, out_dir=args.out_dir, repeats=args.repeats, items=args.items
+  return run_index_build(**kwargs)
+
+
+def main(argv=None) -> dict | None:
+  flags = (
+    common.Flag("items", 21_000_000),
+    common.Flag("child", None, str, argparse.SUPPRESS),
+    common.Flag("level_sizes", None, common.ints, argparse.SUPPRESS),
   )
+  return common.run_main(_run, __doc__, argv, flags, repeats=1)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ as compile_s).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
@@ -30,13 +29,10 @@ import gin
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax import retrieval  # noqa: E402
-from gr_jax.models import decoder  # noqa: E402
-from gr_jax.sid import tables  # noqa: E402
+from benchmarks import common
+from gr_jax.models import decoder
+from gr_jax.serving import retriever as retrieval
+from gr_jax.sid import tables
 
 NAME = "serving"
 COLUMNS = ("preset", "batch", "beams", "calls", "qps", "mean_ms", "p50_ms", "p99_ms", "compile_s")
@@ -253,31 +249,16 @@ def run_serving(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.set_defaults(repeats=20)
-  parser.add_argument("--items", type=int, default=21_000_000)
-  parser.add_argument("--preset", default="small", help="one preset or several, comma-separated")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--batches", default="1,32")
-  parser.add_argument("--beams", default="20,50,100")
-  parser.add_argument("--warmup", type=int, default=1, help="untimed calls per setting (>= 1)")
-  parser.add_argument(
-    "--max-setting-s", type=float, default=None, help="cap on each setting's timed calls"
+  flags = (
+    common.Flag("items", 21_000_000),
+    common.Flag("preset", "small", help="one preset or several, comma-separated"),
+    common.Flag("dtype", "float32", choices=("float32", "bfloat16")),
+    common.Flag("batches", (1, 32), common.ints),
+    common.Flag("beams", (20, 50, 100), common.ints),
+    common.Flag("warmup", 1, lambda text: max(1, int(text)), "untimed calls per setting (>= 1)"),
+    common.Flag("max_setting_s", None, float, "cap on each setting's timed calls"),
   )
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  record = run_serving(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    items=args.items,
-    preset=args.preset,
-    dtype=args.dtype,
-    batches=tuple(int(b) for b in args.batches.split(",")),
-    beams=tuple(int(b) for b in args.beams.split(",")),
-    warmup=max(1, args.warmup),
-    max_setting_s=args.max_setting_s,
-  )
+  record = common.run_main(run_serving, __doc__, argv, flags, repeats=20)
   if record["summary"]["failed_presets"]:
     print(f"error: presets failed: {record['summary']['failed_presets']}", file=sys.stderr)
     sys.exit(1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -32,16 +31,13 @@ import numpy as np
 import tokenizers
 from safetensors.numpy import save_file
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from benchmarks.train_throughput import sft_batch  # noqa: E402
-from gr_jax.data import hf_tokenizer_vocab  # noqa: E402
-from gr_jax.data.token_layout import TokenLayout  # noqa: E402
-from gr_jax.models import decoder, hf_qwen, sft_task  # noqa: E402
-from gr_jax.train import partitioning  # noqa: E402
-from gr_jax.train import trainer as trainer_lib  # noqa: E402
+from benchmarks import common
+from benchmarks.train_throughput import sft_batch
+from gr_jax.data import hf_tokenizer_vocab
+from gr_jax.models.token_layout import TokenLayout
+from gr_jax.models import decoder, hf_qwen, sft_task
+from gr_jax.train import partitioning
+from gr_jax.train import trainer as trainer_lib
 
 NAME = "sft_from_hf"
 COLUMNS = ("phase", "seconds", "peak_rss_mib", "detail")
@@ -332,20 +328,12 @@ def run_sft_from_hf(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--length", type=int, default=512)
-  parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_sft_from_hf(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    batch=args.batch,
-    length=args.length,
-    dtype=args.dtype,
+  flags = (
+    common.Flag("batch", 8),
+    common.Flag("length", 512),
+    common.Flag("dtype", "bfloat16", choices=("float32", "bfloat16")),
   )
+  return common.run_main(run_sft_from_hf, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ the assignment calls only; the wall time with the feature generation is reported
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import tempfile
 import time
 
@@ -26,12 +24,9 @@ import gin
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax.sid import assign, quantizer, rqvae  # noqa: E402
-from gr_jax.train import trainer as trainer_lib  # noqa: E402
+from benchmarks import common
+from gr_jax.sid import assign, quantizer, rqvae
+from gr_jax.train import trainer as trainer_lib
 
 NAME = "tokenizer_throughput"
 COLUMNS = ("measure", "items", "batch", "seconds", "items_per_s")
@@ -256,18 +251,11 @@ def run_tokenizer_throughput(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=4096)
-  parser.add_argument("--assign-items", default="100000,1000000")
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_tokenizer_throughput(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    batch=args.batch,
-    assign_items=tuple(int(n) for n in args.assign_items.split(",")),
+  flags = (
+    common.Flag("batch", 4096),
+    common.Flag("assign_items", (100_000, 1_000_000), common.ints),
   )
+  return common.run_main(run_tokenizer_throughput, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ on random fixed-layout batches and reports tokens/s and FLOP/s two ways:
 Two denominators:
 
   measured peak   a big `jnp.dot` in the run's dtype, timed in the same process on the same
-                  device, before and after the training steps (the larger is used). Issue 7's
+                  device, before and after the training steps (the larger is used). The
                   target on CPU: >= 50% of it.
   spec peak       on a GPU whose kind is in `GPU_SPEC_TFLOPS` (H100, H200, A100), the vendor's
                   dense peak for the dtype: bf16 tensor cores for --dtype bfloat16; for float32,
@@ -33,7 +33,6 @@ rematerialises each block in the backward pass.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import tempfile
 
@@ -42,12 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import common  # noqa: E402
-from gr_jax.models import decoder, sft_task  # noqa: E402
-from gr_jax.train import trainer as trainer_lib  # noqa: E402
+from benchmarks import common
+from gr_jax.models import decoder, sft_task
+from gr_jax.train import trainer as trainer_lib
 
 NAME = "train_throughput"
 COLUMNS = (
@@ -384,26 +380,15 @@ def run_train_throughput(
 
 
 def main(argv=None) -> dict:
-  parser = common.base_parser(__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="small")
-  parser.add_argument("--batch", type=int, default=None, help="default: by preset")
-  parser.add_argument("--length", type=int, default=None, help="default: by preset")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--remat", action="store_true", help="rematerialise each block")
-  parser.add_argument("--matmul-size", type=int, default=None, help="default: by device")
-  args = parser.parse_args(argv)
-  common.parse_gin(args.gin)
-  return run_train_throughput(
-    quick=args.quick,
-    out_dir=args.out_dir,
-    repeats=args.repeats,
-    preset=args.preset,
-    batch=args.batch,
-    length=args.length,
-    dtype=args.dtype,
-    remat=args.remat,
-    matmul_size=args.matmul_size,
+  flags = (
+    common.Flag("preset", "small"),
+    common.Flag("batch", None, int, "default: by preset"),
+    common.Flag("length", None, int, "default: by preset"),
+    common.Flag("dtype", "float32", choices=("float32", "bfloat16")),
+    common.Flag("remat", action="store_true", help="rematerialise each block"),
+    common.Flag("matmul_size", None, int, "default: by device"),
   )
+  return common.run_main(run_train_throughput, __doc__, argv, flags)
 
 
 if __name__ == "__main__":

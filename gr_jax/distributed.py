@@ -26,6 +26,8 @@ from collections.abc import Mapping
 import jax
 from absl import logging
 
+from gr_jax import errors
+
 ENV_COORDINATOR = "GR_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "GR_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "GR_JAX_PROCESS_ID"
@@ -33,10 +35,6 @@ ENV_LOCAL_DEVICE_IDS = "GR_JAX_LOCAL_DEVICE_IDS"
 ENV_MODE = "GR_JAX_DISTRIBUTED"
 
 _EXPLICIT = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
-
-
-class DistributedConfigError(ValueError):
-  """The multi-host environment variables are inconsistent; the message names them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,31 +66,33 @@ def spec_from_env(environ: Mapping[str, str] | None = None) -> DistributedSpec |
     The spec, or None for a single-process run.
 
   Raises:
-    DistributedConfigError: a partial or malformed explicit set-up, or an unknown mode.
+    errors.DistributedConfigError: a partial or malformed explicit set-up, or an unknown mode.
   """
   env = os.environ if environ is None else environ
   mode = env.get(ENV_MODE, "").strip().lower()
   if mode not in ("", "auto", "off"):
-    raise DistributedConfigError(f"{ENV_MODE}={env[ENV_MODE]!r}: expected 'auto' or 'off'")
+    raise errors.DistributedConfigError(f"{ENV_MODE}={env[ENV_MODE]!r}: expected 'auto' or 'off'")
   if mode == "off":
     return None
   given = [name for name in _EXPLICIT if env.get(name)]
   if given:
     missing = [name for name in _EXPLICIT if name not in given]
     if missing:
-      raise DistributedConfigError(
+      raise errors.DistributedConfigError(
         f"multi-host set-up: {', '.join(given)} given but {', '.join(missing)} missing"
       )
     num_processes = _int_env(env, ENV_NUM_PROCESSES, minimum=1)
     process_id = _int_env(env, ENV_PROCESS_ID, minimum=0)
     if process_id >= num_processes:
-      raise DistributedConfigError(
+      raise errors.DistributedConfigError(
         f"{ENV_PROCESS_ID}={process_id} must be below {ENV_NUM_PROCESSES}={num_processes}"
       )
     coordinator = env[ENV_COORDINATOR].strip()
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
-      raise DistributedConfigError(f"{ENV_COORDINATOR}={coordinator!r}: expected 'host:port'")
+      raise errors.DistributedConfigError(
+        f"{ENV_COORDINATOR}={coordinator!r}: expected 'host:port'"
+      )
     return DistributedSpec(
       "env", coordinator, num_processes, process_id, _device_ids(env.get(ENV_LOCAL_DEVICE_IDS))
     )
@@ -115,7 +115,7 @@ def maybe_initialize(environ: Mapping[str, str] | None = None) -> DistributedSpe
     The spec used, or None when the run is single-process (nothing was called).
 
   Raises:
-    DistributedConfigError: see `spec_from_env`.
+    errors.DistributedConfigError: see `spec_from_env`.
   """
   spec = spec_from_env(environ)
   if spec is None:
@@ -141,9 +141,9 @@ def _int_env(env: Mapping[str, str], name: str, minimum: int) -> int:
   try:
     value = int(env[name])
   except ValueError as e:
-    raise DistributedConfigError(f"{name}={env[name]!r}: expected an integer") from e
+    raise errors.DistributedConfigError(f"{name}={env[name]!r}: expected an integer") from e
   if value < minimum:
-    raise DistributedConfigError(f"{name}={value}: must be at least {minimum}")
+    raise errors.DistributedConfigError(f"{name}={value}: must be at least {minimum}")
   return value
 
 
@@ -153,6 +153,6 @@ def _device_ids(text: str | None) -> tuple[int, ...] | None:
   try:
     return tuple(int(part) for part in text.split(","))
   except ValueError as e:
-    raise DistributedConfigError(
+    raise errors.DistributedConfigError(
       f"{ENV_LOCAL_DEVICE_IDS}={text!r}: expected comma-separated integers"
     ) from e

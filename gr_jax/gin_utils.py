@@ -1,7 +1,8 @@
-"""Gin plumbing shared by the entry points: parsing with clear errors, the job hook.
+"""Gin plumbing shared by the entry points: parsing with clear errors, the job registry.
 
 A job is any gin-configurable function `fn(workdir: str)`; a run's gin file picks
-it with `run.job = @name`. Jobs register themselves by being imported here.
+it with `run.job = @name`. Jobs register themselves by being imported here: this
+module is the job registry, the one library module that imports gr_jax.jobs.
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ import re
 
 import gin
 
-from gr_jax import io_utils
-from gr_jax.data.schema import DataContractError
+from gr_jax import errors, io_utils
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SEARCH_PATHS = (os.path.join(REPO_ROOT, "gin_configs"), REPO_ROOT)
-
-
-class GinConfigError(ValueError):
-  """A gin file or binding is wrong; the message names it."""
-
-
-class UserError(ValueError):
-  """A mistake in what the user asked for (config, data, paths), to be shown in one line."""
 
 
 def _import_jobs() -> None:
@@ -32,7 +24,7 @@ def _import_jobs() -> None:
 
 
 def parse(gin_files, bindings, search_paths=()) -> None:
-  """Parses gin files then bindings; raises GinConfigError naming the culprit."""
+  """Parses gin files then bindings; raises errors.GinConfigError naming the culprit."""
   _import_jobs()
   for path in (*search_paths, *DEFAULT_SEARCH_PATHS):
     gin.add_config_file_search_path(path)
@@ -40,14 +32,16 @@ def parse(gin_files, bindings, search_paths=()) -> None:
     try:
       gin.parse_config_file(_resolve(gin_file, search_paths))
     except OSError as e:
-      raise GinConfigError(f"gin file '{gin_file}': cannot be read ({e.strerror or e})") from e
+      raise errors.GinConfigError(
+        f"gin file '{gin_file}': cannot be read ({e.strerror or e})"
+      ) from e
     except (ValueError, SyntaxError) as e:
-      raise GinConfigError(f"gin file '{gin_file}': {_one_line(e)}") from e
+      raise errors.GinConfigError(f"gin file '{gin_file}': {_one_line(e)}") from e
   for binding in bindings:
     try:
       gin.parse_config(binding)
     except (ValueError, SyntaxError) as e:
-      raise GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
+      raise errors.GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
   gin.finalize()
 
 
@@ -69,19 +63,19 @@ def run(workdir: str, job=gin.REQUIRED):
 
 
 def run_job(workdir: str):
-  """Runs `run.job`, turning config and data mistakes into UserError."""
+  """Runs `run.job`, turning config and data mistakes into errors.UserError."""
   try:
     return run(workdir)
   except RuntimeError as e:
     match = re.search(r"Required bindings for `([^`]+)` not provided in config: (\[.*?\])", str(e))
     if match:
-      raise UserError(
+      raise errors.UserError(
         f"gin: missing required value(s) {match.group(2)} of '{match.group(1)}' "
         "(bind them in a gin file or with --gin_bindings)"
       ) from e
     raise
-  except (DataContractError, FileNotFoundError) as e:
-    raise UserError(_one_line(e)) from e
+  except (errors.DataContractError, FileNotFoundError) as e:
+    raise errors.UserError(_one_line(e)) from e
 
 
 def run_in_process(workdir: str, gin_files, bindings=()):

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # noqa: E402
 
-from gr_jax import gin_utils  # noqa: E402
+from gr_jax import errors, gin_utils  # noqa: E402
 
 FLAGS = flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after files.")
@@ -42,17 +42,17 @@ def main(argv: list[str]) -> None:
 
   try:
     distributed.maybe_initialize()
-  except distributed.DistributedConfigError as e:
+  except errors.DistributedConfigError as e:
     _fail(str(e))
   try:
     gin_utils.parse(FLAGS.value, BINDINGS.value, GIN_SEARCH_PATHS.value)
-  except gin_utils.GinConfigError as e:
+  except errors.GinConfigError as e:
     _fail(str(e))
   os.makedirs(WORKDIR.value, exist_ok=True)
   gin_utils.write_operative_config(WORKDIR.value, before_run=True)
   try:
     gin_utils.run_job(WORKDIR.value)
-  except gin_utils.UserError as e:
+  except errors.UserError as e:
     _fail(str(e))
   gin_utils.write_operative_config(WORKDIR.value)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Amazon Scientific end to end (issue 8); reproduces every number of docs/amazon.md:
+# Amazon Scientific end to end; reproduces every number of docs/amazon.md:
 #   data (MiniLM features) -> CQ-SID + RQ-VAE tokenizers -> SFT (i2sid -> seqrec;
 #   i2sid -> q2sid -> uq2sid) -> full-ranking seqrec eval + product-search eval.
 # Usage: bash launch/amazon.sh [WORKDIR]   (default workdir/amazon)

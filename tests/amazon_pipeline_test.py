@@ -9,10 +9,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from gr_jax import gin_utils
-from gr_jax.data import amazon, schema
-from gr_jax.jobs import seqrec_eval
+from gr_jax.data import schema
+from gr_jax.data.amazon import reader as amazon
+from gr_jax.eval import seqrec as seqrec_eval
 
 ROOT = "Industrial & Scientific"
 CATEGORIES = (
@@ -91,6 +93,7 @@ def test_popularity_order_and_complete_ranking_hand_example():
   np.testing.assert_array_equal(full, [[3, 0, 1, 2, 4], [1, 2, 4, 0, 3], [4, 3, 2, 1, 0]])
 
 
+@pytest.mark.slow
 def test_amazon_pipeline_end_to_end(tmp_path):
   data_dir = write_fixture(tmp_path / "amazon")
   work = tmp_path / "run"

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from gr_jax.data import amazon, schema
+from gr_jax import errors
+from gr_jax.data.amazon import reader as amazon
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DIRS = [
@@ -220,7 +221,7 @@ def test_load_fixture(tmp_path):
 )
 def test_bad_input_names_file_row_field(tmp_path, mutate, message):
   data_dir = write_fixture(tmp_path / "d", **mutate)
-  with pytest.raises(schema.DataContractError, match=message):
+  with pytest.raises(errors.DataContractError, match=message):
     amazon.load_amazon_scientific(data_dir)
 
 
@@ -244,7 +245,7 @@ def test_skip_mode_drops_and_counts(tmp_path):
 
 
 def test_tfds_fixture_build_and_read_back(tmp_path, monkeypatch):
-  from gr_jax.data import amazon_tfds
+  from gr_jax.data.tfds import amazon as amazon_tfds
 
   monkeypatch.delenv(amazon_tfds.MANUAL_DIR_ENV, raising=False)
   assert amazon_tfds.default_manual_dir().endswith(

@@ -6,10 +6,12 @@ import re
 import numpy as np
 import pytest
 
-from gr_jax import gin_utils
-from gr_jax.jobs import data as data_job
-from gr_jax.jobs import paths
+from gr_jax import errors, gin_utils
+from gr_jax import workdir as paths
 from gr_jax.sid import tables
+
+# The module fixture builds a world and trains two tokenizers: tens of seconds.
+pytestmark = pytest.mark.slow
 
 TINY = [
   "prepare_data.preset = 'tiny'",
@@ -38,7 +40,7 @@ def workdir(tmp_path_factory):
 
 
 def _new_items_file(workdir, rows, **override):
-  catalog, _ = data_job.load_data(str(workdir))
+  catalog, _ = paths.load_data(str(workdir))
   arrays = {"features": catalog.features[rows], "category_id": catalog.category_id[rows]}
   arrays.update(override)
   path = os.path.join(str(workdir), f"new_{len(os.listdir(str(workdir)))}.npz")
@@ -110,7 +112,7 @@ def test_default_output_updates_in_place(workdir):
 )
 def test_bad_new_items_name_file_and_field_and_write_nothing(workdir, override, message):
   new_items = _new_items_file(workdir, np.arange(3), **override)
-  with pytest.raises(gin_utils.UserError, match=re.escape(message)) as error:
+  with pytest.raises(errors.UserError, match=re.escape(message)) as error:
     _job(
       workdir,
       ["runs/assign_items.gin"],
@@ -125,7 +127,7 @@ def test_bad_new_items_name_file_and_field_and_write_nothing(workdir, override, 
 
 
 def test_unknown_encoder_is_a_user_error(tmp_path):
-  with pytest.raises(gin_utils.UserError, match="train_tokenizer.encoder must be one of"):
+  with pytest.raises(errors.UserError, match="train_tokenizer.encoder must be one of"):
     _job(
       tmp_path,
       ["runs/tokenizer.gin", "sid/cq_sid.gin"],

@@ -48,6 +48,7 @@ SUMMARY_KEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SUMMARY_KEYS))
 def test_quick_run_writes_records(name, tmp_path):
   module = importlib.import_module(f"benchmarks.{name}")
@@ -95,6 +96,7 @@ def test_time_interleaved_and_table():
     common.time_call(lambda: None, repeats=0)
 
 
+@pytest.mark.slow
 def test_train_throughput_bfloat16_quick_records_dtype_and_spec_peak(tmp_path):
   from benchmarks import train_throughput
 
@@ -131,3 +133,14 @@ def test_train_throughput_spec_peak_table():
   unknown = spec_peak("gpu", "Some Future GPU", "bfloat16")
   assert unknown["tflops"] is None and "unknown" in unknown["note"]
   assert spec_peak("cpu", "cpu", "float32")["tflops"] is None
+
+
+def test_random_paper_scale_sids_shape():
+  rng = np.random.default_rng(1)
+  sids = common.random_paper_scale_sids(5000, rng, level_sizes=(64, 32, 32, 100), num_categories=50)
+  assert sids.shape == (5000, 4)
+  assert len(np.unique(sids, axis=0)) == 5000
+  assert sids[:, 0].max() < 50 and sids[:, 3].max() < 100
+  # Large clusters are split into groups, so some clusters carry several SIDs.
+  clusters = {tuple(s[:3]) for s in sids.tolist()}
+  assert len(clusters) < 5000 and (sids[:, 3] > 0).any()

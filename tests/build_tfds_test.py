@@ -1,4 +1,4 @@
-"""Tests of the beam-free `tfds build` stand-in (gr_jax/data/build_tfds.py)."""
+"""Tests of the beam-free `tfds build` stand-in (gr_jax/data/tfds/build.py)."""
 
 import re
 import subprocess
@@ -8,15 +8,17 @@ import tensorflow_datasets as tfds
 from amazon_test import write_fixture
 from conftest import PYTHON, REPO_ROOT, python_env
 
-from gr_jax.data import amazon, build_tfds, world_tfds
-from gr_jax.data import world as world_lib
+from gr_jax.data.amazon import reader as amazon
+from gr_jax.data.tfds import build as build_tfds
+from gr_jax.data.tfds import world as world_tfds
+from gr_jax.data.world import simulator as world_lib
 
 
 def _cli(*args):
   env = python_env()
   env.pop("GR_JAX_AMAZON_DIR", None)
   proc = subprocess.run(
-    [PYTHON, "-m", "gr_jax.data.build_tfds", *args],
+    [PYTHON, "-m", "gr_jax.data.tfds.build", *args],
     env=env,
     cwd=REPO_ROOT,
     capture_output=True,

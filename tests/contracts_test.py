@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gr_jax import errors
 from gr_jax.data import contracts, schema
 
 
@@ -40,7 +41,7 @@ def _logs(clicked=((0,), (1,), (2,))):
 def test_invalid_utf8_names_file_line_and_column():
   data = b"asin\ttext\nA1\tgood\nA2\tbad \xff byte\n"
   with pytest.raises(
-    schema.DataContractError, match=r"items.txt: row 3: field 'text': invalid UTF-8"
+    errors.DataContractError, match=r"items.txt: row 3: field 'text': invalid UTF-8"
   ):
     contracts.decode_utf8_lines("items.txt", data, ("item_id", "text"), "raise")
   lines, numbers, report = contracts.decode_utf8_lines(
@@ -53,10 +54,10 @@ def test_invalid_utf8_names_file_line_and_column():
 
 def test_non_integer_id_and_missing_field():
   rows = contracts.RowFilter("f.inter", np.array([2, 3, 4]), "raise")
-  with pytest.raises(schema.DataContractError, match=r"f.inter: row 3: field 'user_id': .*'x7'"):
+  with pytest.raises(errors.DataContractError, match=r"f.inter: row 3: field 'user_id': .*'x7'"):
     contracts.parse_ids(["1", "x7", "3"], "user_id", rows)
   rows = contracts.RowFilter("f.inter", np.array([2, 3]), "raise")
-  with pytest.raises(schema.DataContractError, match=r"f.inter: row 3: field 'item_id': missing"):
+  with pytest.raises(errors.DataContractError, match=r"f.inter: row 3: field 'item_id': missing"):
     contracts.split_columns(
       "f.inter",
       ["0\t1 2\t3", "0\t1 2"],
@@ -79,7 +80,7 @@ def test_id_lists_parse_and_skip_counts():
 def test_item_id_outside_catalog(bad_id):
   rows = contracts.RowFilter("logs", np.arange(2), "raise")
   with pytest.raises(
-    schema.DataContractError,
+    errors.DataContractError,
     match=rf"logs: row 1: field 'clicked': item id {bad_id} is not in the catalog",
   ):
     contracts.check_item_ids(np.array([[0, -1], [1, bad_id]]), 3, "clicked", rows)
@@ -87,13 +88,13 @@ def test_item_id_outside_catalog(bad_id):
 
 def test_validate_catalog_errors():
   contracts.validate_catalog(_catalog())
-  with pytest.raises(schema.DataContractError, match=r"catalog: row 1: field 'title': empty text"):
+  with pytest.raises(errors.DataContractError, match=r"catalog: row 1: field 'title': empty text"):
     contracts.validate_catalog(_catalog(title=np.array(["a", " ", "c"], dtype=object)))
   with pytest.raises(
-    schema.DataContractError, match=r"catalog: row 2: field 'category_id': unknown category 5"
+    errors.DataContractError, match=r"catalog: row 2: field 'category_id': unknown category 5"
   ):
     contracts.validate_catalog(_catalog(category_id=np.array([0, 1, 5], np.int32)))
-  with pytest.raises(schema.DataContractError, match=r"row \*: field 'brand': shape"):
+  with pytest.raises(errors.DataContractError, match=r"row \*: field 'brand': shape"):
     contracts.validate_catalog(_catalog(brand=np.array(["a"], dtype=object)))
 
 
@@ -101,7 +102,7 @@ def test_validate_logs_skip_mode_counts_by_reason():
   logs = _logs(clicked=((0,), (9,), (2,), (-5,)))
   logs.split[2] = 7
   with pytest.raises(
-    schema.DataContractError, match=r"search_logs: row 2: field 'split': split index 7"
+    errors.DataContractError, match=r"search_logs: row 2: field 'split': split index 7"
   ):
     contracts.validate_logs(logs, num_items=3)
   kept, report = contracts.validate_logs(logs, num_items=3, on_error="skip")
@@ -161,11 +162,11 @@ def test_tables_from_rows_round_trip_and_missing_field():
   assert report.total == 0
   del requests[0]["query"]
   with pytest.raises(
-    schema.DataContractError, match=r"fixture/logs: row 0: field 'query': missing"
+    errors.DataContractError, match=r"fixture/logs: row 0: field 'query': missing"
   ):
     contracts.tables_from_rows(items, requests, "fixture")
   items[1]["item_id"] = 1
-  with pytest.raises(schema.DataContractError, match=r"fixture/catalog: row 1: field 'item_id'"):
+  with pytest.raises(errors.DataContractError, match=r"fixture/catalog: row 1: field 'item_id'"):
     contracts.tables_from_rows(items, [], "fixture")
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from gr_jax.data.token_layout import PAD_ID
 from gr_jax.models import decoder
+from gr_jax.models.token_layout import PAD_ID
 
 VOCAB = 64
 GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "model"

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from gr_jax.data import hf_tokenizer_vocab
-from gr_jax.data.token_layout import TokenLayout
+from gr_jax.data.text import hf_vocab as hf_tokenizer_vocab
+from gr_jax.models.token_layout import TokenLayout
 from gr_jax.models import decoder, hf_qwen
 from gr_jax.train import partitioning
 

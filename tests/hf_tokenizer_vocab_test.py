@@ -5,8 +5,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from gr_jax.data import hf_tokenizer_vocab, seqio_tasks
-from gr_jax.data.token_layout import NUM_SPECIAL, TokenLayout
+from gr_jax.data import seqio_tasks
+from gr_jax.data.text import hf_vocab as hf_tokenizer_vocab
+from gr_jax.models.token_layout import NUM_SPECIAL, TokenLayout
 
 FOLDER = pathlib.Path(__file__).parent / "testdata" / "tiny_qwen2_tied"
 TEXTS = [

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import PYTHON, REPO_ROOT, python_env
 
-from gr_jax import distributed
+from gr_jax import distributed, errors
 from gr_jax.train import checkpoints, example_task, optim, partitioning, trainer
 
 EXAMPLE_GIN = os.path.join(REPO_ROOT, "gin_configs", "runs", "example_regression.gin")
@@ -75,7 +75,7 @@ def test_spec_from_env_auto_slurm_and_off():
   ],
 )
 def test_spec_from_env_errors(env, message):
-  with pytest.raises(distributed.DistributedConfigError, match=message):
+  with pytest.raises(errors.DistributedConfigError, match=message):
     distributed.spec_from_env(env)
 
 

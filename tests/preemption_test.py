@@ -17,6 +17,9 @@ import pytest
 
 from gr_jax.train import batching, example_task, partitioning, trainer
 
+# Each test trains in subprocesses and signals them: end to end, tens of seconds.
+pytestmark = pytest.mark.slow
+
 NUM_EXAMPLES = 40  # batch 16: an epoch ends inside batches 2, 5, 7, ...
 BATCH_SIZE = 16
 NUM_STEPS = 24

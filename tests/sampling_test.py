@@ -8,9 +8,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gr_jax.data.token_layout import TokenLayout
 from gr_jax.decoding import sampling
 from gr_jax.decoding import trie as trie_lib
+from gr_jax.models.token_layout import TokenLayout
 
 NUM_STATES = 53
 LEVEL_SIZES = (3, 2, 3)

@@ -6,7 +6,7 @@ import sentencepiece as spm
 import seqio
 
 from gr_jax.data import schema, seqio_tasks
-from gr_jax.data.token_layout import PAD_ID, SEP_ID, TokenLayout
+from gr_jax.models.token_layout import PAD_ID, SEP_ID, TokenLayout
 
 TITLES = [
   "red ball pen",
@@ -224,7 +224,8 @@ def test_bad_sid_table_and_task_arguments(tables, text_vocab, layout, tmp_path):
 def test_tasks_from_tfds_builder_match_numpy(tmp_path, monkeypatch, text_vocab, layout):
   from amazon_test import write_fixture
 
-  from gr_jax.data import amazon, amazon_tfds
+  from gr_jax.data.amazon import reader as amazon
+  from gr_jax.data.tfds import amazon as amazon_tfds
 
   data_dir = write_fixture(tmp_path / "manual")
   monkeypatch.setenv(amazon_tfds.MANUAL_DIR_ENV, data_dir)

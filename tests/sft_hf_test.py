@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from gr_jax import gin_utils
-from gr_jax.data import hf_tokenizer_vocab
-from gr_jax.jobs import sft
+from gr_jax import workdir as workdir_lib
+from gr_jax.data.text import hf_vocab as hf_tokenizer_vocab
 from gr_jax.models import decoder, hf_qwen
 
 CHECKPOINT = pathlib.Path(__file__).parent / "testdata" / "tiny_qwen2_tied"
@@ -59,12 +59,12 @@ def test_sft_starts_from_the_converted_checkpoint(workdir):
   assert all(np.isfinite(m["loss"]) for m in metrics.values())
 
   # Later jobs find the Qwen tokenizer without a knob.
-  vocab = sft.text_vocabulary(str(workdir))
+  vocab = workdir_lib.text_vocabulary(str(workdir))
   assert isinstance(vocab, hf_tokenizer_vocab.HfTokenizerVocab) and vocab.vocab_size == 293
   assert not os.path.exists(workdir / "vocab" / "text.model")
 
   # The model has the checkpoint's shape and the layout's text range is the tokenizer.
-  generator, params = sft.load_generator(str(workdir / "sft" / "rqvae" / "i2sid"))
+  generator, params = workdir_lib.load_generator(str(workdir / "sft" / "rqvae" / "i2sid"))
   hf = json.loads((CHECKPOINT / "config.json").read_text())
   assert generator.layout.text_vocab_size == 293
   assert generator.model_config.num_layers == hf["num_hidden_layers"]
@@ -107,5 +107,5 @@ def test_refuses_a_work_dir_with_a_sentencepiece_vocab(tmp_path):
   (tmp_path / "vocab").mkdir()
   (tmp_path / "vocab" / "text.model").write_bytes(b"")
   with pytest.raises(ValueError, match="SentencePiece"):
-    sft._install_hf_tokenizer(str(tmp_path), str(CHECKPOINT))
+    workdir_lib.install_hf_tokenizer(str(tmp_path), str(CHECKPOINT))
   assert not (tmp_path / "vocab" / "tokenizer.json").exists()

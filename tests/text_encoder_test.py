@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from gr_jax.data.text_encoder import (
+from gr_jax.data.text.encoder import (
   BertConfig,
   SentenceBert,
   TextEncoder,

@@ -4,8 +4,8 @@ import gin
 import numpy as np
 import pytest
 
-from gr_jax.data import text_vocab
-from gr_jax.data.text_vocab import TextVocab, train_text_vocab
+from gr_jax.data.text import vocab as text_vocab
+from gr_jax.data.text.vocab import TextVocab, train_text_vocab
 
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "be", "da", "fe", "gu")
 

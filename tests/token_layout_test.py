@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gr_jax.data import token_layout
+from gr_jax.models import token_layout
 
 
 def test_ranges_are_disjoint_and_round_trip():

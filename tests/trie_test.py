@@ -128,16 +128,3 @@ def test_bad_input_raises():
     trie_lib.build_trie_index(np.zeros((0, 3), np.int32), (2, 2, 2))
   with pytest.raises(ValueError, match="integer"):
     trie_lib.build_trie_index(np.zeros((1, 3), np.float32), (2, 2, 2))
-
-
-def test_random_paper_scale_sids_shape():
-  rng = np.random.default_rng(1)
-  sids = trie_lib.random_paper_scale_sids(
-    5000, rng, level_sizes=(64, 32, 32, 100), num_categories=50
-  )
-  assert sids.shape == (5000, 4)
-  assert len(np.unique(sids, axis=0)) == 5000
-  assert sids[:, 0].max() < 50 and sids[:, 3].max() < 100
-  # Large clusters are split into groups, so some clusters carry several SIDs.
-  clusters = {tuple(s[:3]) for s in sids.tolist()}
-  assert len(clusters) < 5000 and (sids[:, 3] > 0).any()

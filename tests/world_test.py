@@ -1,4 +1,4 @@
-"""Tests for the built-in simulated world (gr_jax/data/world.py), on the tiny preset."""
+"""Tests for the built-in simulated world (gr_jax/data/world/simulator.py), on the tiny preset."""
 
 import dataclasses
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gr_jax.data import schema
-from gr_jax.data import world as world_lib
+from gr_jax.data.world import simulator as world_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

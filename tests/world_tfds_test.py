@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from gr_jax.data import schema, world_tfds
-from gr_jax.data import world as world_lib
+from gr_jax.data import schema
+from gr_jax.data.tfds import world as world_tfds
+from gr_jax.data.world import simulator as world_lib
 
 
 @pytest.fixture(scope="module")

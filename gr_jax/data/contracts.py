@@ -1,7 +1,7 @@
 """Validators for the data contracts (DESIGN.md, "Data contracts").
 
 Readers call these while they read. A row that breaks the contract raises
-`schema.DataContractError` naming the dataset (usually the file), the row and
+`errors.DataContractError` naming the dataset (usually the file), the row and
 the field. With `on_error='skip'` the bad row is dropped instead, and the drop
 is counted by reason in a `SkipReport` that the reader hands back, so nothing
 disappears silently.
@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from gr_jax import errors
 from gr_jax.data import schema
 
 OnError = Literal["raise", "skip"]
@@ -110,13 +111,13 @@ class RowFilter:
       describe: callable(row_index) -> problem text for the message.
 
     Raises:
-      schema.DataContractError: in raise mode, for the first bad row still kept.
+      errors.DataContractError: in raise mode, for the first bad row still kept.
     """
     bad = np.asarray(bad, bool) & self.keep
     if not bad.any():
       return
     for index in np.flatnonzero(bad):
-      error = schema.contract_error(
+      error = errors.contract_error(
         self.dataset, int(self.row_numbers[index]), field, describe(int(index))
       )
       if self.on_error == "raise":
@@ -139,7 +140,7 @@ def decode_utf8_lines(dataset: str, data: bytes, columns: Sequence[str], on_erro
     trailing newline), their 1-based line numbers, and a SkipReport.
 
   Raises:
-    schema.DataContractError: on invalid UTF-8 in raise mode.
+    errors.DataContractError: on invalid UTF-8 in raise mode.
   """
   check_on_error(on_error)
   report = SkipReport(dataset)
@@ -154,7 +155,7 @@ def decode_utf8_lines(dataset: str, data: bytes, columns: Sequence[str], on_erro
     except UnicodeDecodeError as exc:
       column = raw[: exc.start].count(b"\t")
       field = columns[column] if column < len(columns) else f"column {column + 1}"
-      error = schema.contract_error(
+      error = errors.contract_error(
         dataset, number, field, f"invalid UTF-8 at byte {exc.start} ({exc.reason})"
       )
       if on_error == "raise":
@@ -274,11 +275,11 @@ def check_text(values: np.ndarray, field: str, rows: RowFilter, allow_empty: boo
 def _field_array(table, dataset: str, field: str, num_rows: int, row_shape=()):
   value = getattr(table, field)
   if value is None:
-    raise schema.contract_error(dataset, "*", field, "missing")
+    raise errors.contract_error(dataset, "*", field, "missing")
   value = np.asarray(value)
   if value.shape[:1] != (num_rows,) or (row_shape and value.shape[1:] != row_shape):
     want = (num_rows, *row_shape)
-    raise schema.contract_error(dataset, "*", field, f"shape {value.shape}, expected {want}")
+    raise errors.contract_error(dataset, "*", field, f"shape {value.shape}, expected {want}")
   return value
 
 
@@ -290,7 +291,7 @@ def validate_catalog(catalog: schema.Catalog, dataset: str = "catalog") -> None:
   efficiency scores, features (when present) a finite [N, D] matrix.
 
   Raises:
-    schema.DataContractError: naming the dataset, row and field.
+    errors.DataContractError: naming the dataset, row and field.
   """
   num_items = catalog.num_items
   rows = RowFilter(dataset, np.arange(num_items), "raise")
@@ -321,7 +322,7 @@ def validate_catalog(catalog: schema.Catalog, dataset: str = "catalog") -> None:
   if catalog.features is not None:
     features = np.asarray(catalog.features)
     if features.ndim != 2 or len(features) != num_items:
-      raise schema.contract_error(
+      raise errors.contract_error(
         dataset, "*", "features", f"shape {features.shape}, expected [{num_items}, D]"
       )
     rows.flag(
@@ -351,7 +352,7 @@ def validate_logs(
     (logs with bad rows dropped, SkipReport).
 
   Raises:
-    schema.DataContractError: naming the dataset, row and field (raise mode; in
+    errors.DataContractError: naming the dataset, row and field (raise mode; in
       skip mode only for whole-column problems such as a missing field).
   """
   num_rows = logs.num_requests
@@ -381,7 +382,7 @@ def validate_logs(
   for field in ITEM_LIST_FIELDS:
     ids = _field_array(logs, dataset, field, num_rows)
     if ids.ndim != 2:
-      raise schema.contract_error(
+      raise errors.contract_error(
         dataset, "*", field, f"expected [R, M] ids, got shape {ids.shape}"
       )
     check_item_ids(ids, num_items, field, rows)
@@ -422,6 +423,114 @@ def pad_id_lists(
   return out
 
 
+def _row_text(value, name: str, row: int, field: str) -> str:
+  """A text field as str (bytes decoded as UTF-8); anything else breaks the contract."""
+  if isinstance(value, bytes):
+    try:
+      return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+      raise errors.contract_error(name, row, field, f"invalid UTF-8 at byte {exc.start}") from exc
+  if not isinstance(value, str):
+    raise errors.contract_error(name, row, field, f"expected text, got {type(value).__name__}")
+  return value
+
+
+def _catalog_from_rows(catalog_rows: Sequence[Mapping], cat_name: str) -> schema.Catalog:
+  """The Catalog of contract rows, ordered by item id (validated by the caller)."""
+  for row, record in enumerate(catalog_rows):
+    for field in CATALOG_FIELDS:
+      if field not in record:
+        raise errors.contract_error(cat_name, row, field, "missing")
+  num_items = len(catalog_rows)
+  item_id = np.array([int(r["item_id"]) for r in catalog_rows], np.int64)
+  order = np.argsort(item_id, kind="stable")
+  if not np.array_equal(item_id[order], np.arange(num_items)):
+    seen = np.zeros(num_items, bool)
+    for row, value in enumerate(item_id):
+      if not 0 <= value < num_items or seen[value]:
+        raise errors.contract_error(
+          cat_name,
+          row,
+          "item_id",
+          f"item ids must be dense 0..{num_items - 1} without repeats, got {value}",
+        )
+      seen[value] = True
+  ordered = [catalog_rows[i] for i in order]
+  paths = np.empty(num_items, dtype=object)
+  paths[:] = [
+    tuple(_row_text(s, cat_name, int(order[i]), "category_path") for s in r["category_path"])
+    for i, r in enumerate(ordered)
+  ]
+  category_id = np.array([int(r["category_id"]) for r in ordered], np.int32)
+  names = {}
+  for path, cid in zip(paths, category_id):
+    if cid >= 0:
+      names.setdefault(int(cid), " > ".join(path))
+  num_categories = max(names, default=-1) + 1
+  catalog = schema.Catalog(
+    title=np.array(
+      [_row_text(r["title"], cat_name, int(order[i]), "title") for i, r in enumerate(ordered)],
+      dtype=object,
+    ),
+    category_path=paths,
+    category_id=category_id,
+    brand=np.array(
+      [_row_text(r["brand"], cat_name, int(order[i]), "brand") for i, r in enumerate(ordered)],
+      dtype=object,
+    ),
+    efficiency_score=np.array([float(r["efficiency_score"]) for r in ordered], np.float32),
+    category_names=np.array([names.get(c, "") for c in range(num_categories)], dtype=object),
+    features=(
+      np.stack([np.asarray(r["features"], np.float32) for r in ordered])
+      if num_items and all("features" in r for r in ordered)
+      else None
+    ),
+  )
+  return catalog
+
+
+def _logs_from_rows(
+  log_rows: Sequence[Mapping], log_name: str, history_len: int | None
+) -> schema.SearchLogs:
+  """The SearchLogs of contract rows (validated by the caller)."""
+  for row, record in enumerate(log_rows):
+    for field in LOG_FIELDS:
+      if field not in record:
+        raise errors.contract_error(log_name, row, field, "missing")
+
+  def split_index(value, row):
+    if isinstance(value, bytes | str):
+      name = value.decode() if isinstance(value, bytes) else value
+      if name not in schema.SPLITS:
+        raise errors.contract_error(
+          log_name, row, "split", f"unknown split {name!r}, expected one of {schema.SPLITS}"
+        )
+      return schema.SPLITS.index(name)
+    return int(value)
+
+  id_lists = {
+    field: [np.asarray(r[field], np.int64).reshape(-1) for r in log_rows]
+    for field in ITEM_LIST_FIELDS
+  }
+  logs = schema.SearchLogs(
+    request_id=np.array([int(r["request_id"]) for r in log_rows], np.int64),
+    user_id=np.array([int(r["user_id"]) for r in log_rows], np.int32),
+    user_profile=np.array(
+      [np.asarray(r["user_profile"]).reshape(2) for r in log_rows], np.int32
+    ).reshape(-1, 2),
+    recent_clicks=pad_id_lists(id_lists["recent_clicks"], history_len, keep_newest=True),
+    query=np.array(
+      [_row_text(r["query"], log_name, row, "query") for row, r in enumerate(log_rows)],
+      dtype=object,
+    ),
+    exposed=pad_id_lists(id_lists["exposed"], keep_newest=False),
+    clicked=pad_id_lists(id_lists["clicked"], keep_newest=False),
+    purchased=pad_id_lists(id_lists["purchased"], keep_newest=False),
+    split=np.array([split_index(r["split"], row) for row, r in enumerate(log_rows)], np.int8),
+  )
+  return logs
+
+
 def tables_from_rows(
   catalog_rows: Sequence[Mapping],
   log_rows: Sequence[Mapping],
@@ -447,106 +556,13 @@ def tables_from_rows(
     (catalog, logs, SkipReport over the log rows).
 
   Raises:
-    schema.DataContractError: naming the dataset, row and field.
+    errors.DataContractError: naming the dataset, row and field.
   """
   check_on_error(on_error)
   cat_name = f"{dataset}/catalog"
-
-  def text(value, name, row, field):
-    if isinstance(value, bytes):
-      try:
-        return value.decode("utf-8")
-      except UnicodeDecodeError as exc:
-        raise schema.contract_error(name, row, field, f"invalid UTF-8 at byte {exc.start}") from exc
-    if not isinstance(value, str):
-      raise schema.contract_error(name, row, field, f"expected text, got {type(value).__name__}")
-    return value
-
-  for row, record in enumerate(catalog_rows):
-    for field in CATALOG_FIELDS:
-      if field not in record:
-        raise schema.contract_error(cat_name, row, field, "missing")
-  num_items = len(catalog_rows)
-  item_id = np.array([int(r["item_id"]) for r in catalog_rows], np.int64)
-  order = np.argsort(item_id, kind="stable")
-  if not np.array_equal(item_id[order], np.arange(num_items)):
-    seen = np.zeros(num_items, bool)
-    for row, value in enumerate(item_id):
-      if not 0 <= value < num_items or seen[value]:
-        raise schema.contract_error(
-          cat_name,
-          row,
-          "item_id",
-          f"item ids must be dense 0..{num_items - 1} without repeats, got {value}",
-        )
-      seen[value] = True
-  ordered = [catalog_rows[i] for i in order]
-  paths = np.empty(num_items, dtype=object)
-  paths[:] = [
-    tuple(text(s, cat_name, int(order[i]), "category_path") for s in r["category_path"])
-    for i, r in enumerate(ordered)
-  ]
-  category_id = np.array([int(r["category_id"]) for r in ordered], np.int32)
-  names = {}
-  for path, cid in zip(paths, category_id):
-    if cid >= 0:
-      names.setdefault(int(cid), " > ".join(path))
-  num_categories = max(names, default=-1) + 1
-  catalog = schema.Catalog(
-    title=np.array(
-      [text(r["title"], cat_name, int(order[i]), "title") for i, r in enumerate(ordered)],
-      dtype=object,
-    ),
-    category_path=paths,
-    category_id=category_id,
-    brand=np.array(
-      [text(r["brand"], cat_name, int(order[i]), "brand") for i, r in enumerate(ordered)],
-      dtype=object,
-    ),
-    efficiency_score=np.array([float(r["efficiency_score"]) for r in ordered], np.float32),
-    category_names=np.array([names.get(c, "") for c in range(num_categories)], dtype=object),
-    features=(
-      np.stack([np.asarray(r["features"], np.float32) for r in ordered])
-      if num_items and all("features" in r for r in ordered)
-      else None
-    ),
-  )
+  catalog = _catalog_from_rows(catalog_rows, cat_name)
   validate_catalog(catalog, cat_name)
-
   log_name = f"{dataset}/logs"
-  for row, record in enumerate(log_rows):
-    for field in LOG_FIELDS:
-      if field not in record:
-        raise schema.contract_error(log_name, row, field, "missing")
-
-  def split_index(value, row):
-    if isinstance(value, bytes | str):
-      name = value.decode() if isinstance(value, bytes) else value
-      if name not in schema.SPLITS:
-        raise schema.contract_error(
-          log_name, row, "split", f"unknown split {name!r}, expected one of {schema.SPLITS}"
-        )
-      return schema.SPLITS.index(name)
-    return int(value)
-
-  id_lists = {
-    field: [np.asarray(r[field], np.int64).reshape(-1) for r in log_rows]
-    for field in ITEM_LIST_FIELDS
-  }
-  logs = schema.SearchLogs(
-    request_id=np.array([int(r["request_id"]) for r in log_rows], np.int64),
-    user_id=np.array([int(r["user_id"]) for r in log_rows], np.int32),
-    user_profile=np.array(
-      [np.asarray(r["user_profile"]).reshape(2) for r in log_rows], np.int32
-    ).reshape(-1, 2),
-    recent_clicks=pad_id_lists(id_lists["recent_clicks"], history_len, keep_newest=True),
-    query=np.array(
-      [text(r["query"], log_name, row, "query") for row, r in enumerate(log_rows)], dtype=object
-    ),
-    exposed=pad_id_lists(id_lists["exposed"], keep_newest=False),
-    clicked=pad_id_lists(id_lists["clicked"], keep_newest=False),
-    purchased=pad_id_lists(id_lists["purchased"], keep_newest=False),
-    split=np.array([split_index(r["split"], row) for row, r in enumerate(log_rows)], np.int8),
-  )
-  logs, report = validate_logs(logs, num_items, log_name, on_error)
+  logs = _logs_from_rows(log_rows, log_name, history_len)
+  logs, report = validate_logs(logs, len(catalog_rows), log_name, on_error)
   return catalog, logs, report

@@ -17,14 +17,6 @@ PAD_ITEM = -1
 SPLITS = ("train", "valid", "test")
 
 
-class DataContractError(ValueError):
-  """A row breaks the data contract; the message names dataset, row and field."""
-
-
-def contract_error(dataset: str, row: int | str, field: str, problem: str) -> DataContractError:
-  return DataContractError(f"{dataset}: row {row}: field '{field}': {problem}")
-
-
 @dataclasses.dataclass
 class Catalog:
   """Items, dense ids 0..N-1.

@@ -54,7 +54,7 @@ import seqio
 import tensorflow as tf
 
 from gr_jax.data import schema
-from gr_jax.data.token_layout import PAD_ID, SEP_ID, TokenLayout
+from gr_jax.models.token_layout import PAD_ID, SEP_ID, TokenLayout
 
 TASK_NAMES = ("i2sid", "q2sid", "uq2sid", "seqrec")
 
@@ -484,7 +484,7 @@ def register_tasks_from_tfds(
   config (splits train / valid / test), as `amazon_tfds.AmazonScientific` does.
   Task names are prefixed with the builder name without its version.
   """
-  from gr_jax.data import amazon_tfds  # noqa: PLC0415  (keeps TFDS off the import path)
+  from gr_jax.data.tfds import amazon as amazon_tfds  # noqa: PLC0415  (keeps TFDS off the import path)
 
   dataset_name = os.path.basename(builder_name.split(":")[0])
   return register_tasks(

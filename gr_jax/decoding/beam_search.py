@@ -2,12 +2,13 @@
 
 The model enters as a step function (t5x's `tokens_to_logits`):
 
-  step_fn(tokens [N] int32, cache) -> (logits [N, V] float32, cache)
+  step_fn(tokens [B * K] int32, cache) -> (logits [B * K, V] float32, cache)
 
-where every cache leaf has the batch N as axis 0. Decoding starts from `first_logits` [B, V] and
-the `cache` (batch B) that prefilling the prompt left behind. A SID has exactly L levels, so the
-loop is unrolled over levels in Python (each level has its own static code range) and there is no
-length penalty: every hypothesis has the same length, so a penalty could not change the ranking.
+where every cache leaf has the flattened batch B * K as axis 0. Decoding starts from
+`first_logits` [B, V] and the `cache` (batch B) that prefilling the prompt left behind. A SID
+has exactly L levels, so the loop is unrolled over levels in Python (each level has its own
+static code range) and there is no length penalty: every hypothesis has the same length, so a
+penalty could not change the ranking.
 
 Everything here is pure and traceable: call it inside `jax.jit` with the step function closed over
 and `beam_size` / `layout` static. Batch sharding passes through with no collective: beams stay
@@ -25,8 +26,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from gr_jax.data.token_layout import TokenLayout
 from gr_jax.decoding import trie as trie_lib
+from gr_jax.models.token_layout import TokenLayout
 
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 
@@ -153,7 +154,7 @@ def beam_search(
   """Top-`beam_size` SIDs per request by summed log-probability.
 
   Args:
-    step_fn: (tokens [N], cache) -> (logits [N, V], cache), cache leaves batch-major.
+    step_fn: (tokens [rows], cache) -> (logits [rows, V], cache), cache leaves batch-major.
     first_logits: [B, V] logits for the first SID token (after the prompt).
     cache: the step function's cache for the B prompts.
     layout: token layout; level l codes are tokens layout.sid_offset(l) + code.

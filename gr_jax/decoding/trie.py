@@ -129,7 +129,7 @@ def build_trie_index(
     sids: [S, L] integer codes of valid SIDs; duplicates are allowed.
     level_sizes: codebook size of each of the L levels (e.g. layout.sid_level_sizes).
     dense_level2_max_entries: use a dense [C_0, C_1] int32 table for level 1 when C_0 * C_1 is
-      at most this; 0 (default) keeps level 1 in CSR bit rows, which build the [N, C_1] mask from
+      at most this; 0 (default) keeps level 1 in CSR bit rows, which build the [rows, C_1] mask from
       4 bytes per 32 codes instead of 4 bytes per code (faster on CPU, 8 MiB smaller at paper
       scale).
 
@@ -205,22 +205,22 @@ def valid_next_mask(trie: TrieIndex, level: int, node_ids: jax.Array) -> jax.Arr
   Args:
     trie: the index.
     level: static level of the code being chosen (0-based); node_ids are depth-`level` ids.
-    node_ids: [N] int32 node ids; -1 (a dead prefix) allows nothing.
+    node_ids: [rows] int32 node ids; -1 (a dead prefix) allows nothing.
 
   Returns:
-    [N, C_level] bool.
+    [rows, C_level] bool.
   """
   _check_level(trie, level)
-  alive = node_ids >= 0  # [N]
-  safe = jnp.where(alive, node_ids, 0)  # [N]
+  alive = node_ids >= 0  # [rows]
+  safe = jnp.where(alive, node_ids, 0)  # [rows]
   if level == 0:
     return alive[:, None] & trie.level1_valid[None, :]
   if level == 1 and trie.level2_node is not None:
     return alive[:, None] & (trie.level2_node[safe] >= 0)
-  words = trie.child_bits[level][safe]  # [N, W]
+  words = trie.child_bits[level][safe]  # [rows, W]
   bit_index = jnp.arange(32, dtype=jnp.uint32)
-  bits = (words[:, :, None] >> bit_index) & 1  # [N, W, 32]
-  mask = bits.reshape(node_ids.shape[0], -1)[:, : trie.level_sizes[level]] > 0  # [N, C]
+  bits = (words[:, :, None] >> bit_index) & 1  # [rows, W, 32]
+  mask = bits.reshape(node_ids.shape[0], -1)[:, : trie.level_sizes[level]] > 0  # [rows, C]
   return alive[:, None] & mask
 
 
@@ -230,15 +230,15 @@ def next_node(trie: TrieIndex, level: int, node_ids: jax.Array, codes: jax.Array
   Args:
     trie: the index.
     level: static level of `codes` (0-based); node_ids are depth-`level` ids.
-    node_ids: [N] int32 node ids, -1 for a dead prefix.
-    codes: [N] int32 codes of level `level` (any value; out of range gives -1).
+    node_ids: [rows] int32 node ids, -1 for a dead prefix.
+    codes: [rows] int32 codes of level `level` (any value; out of range gives -1).
 
   Returns:
-    [N] int32 depth-(level+1) node ids, -1 where the prefix is not valid.
+    [rows] int32 depth-(level+1) node ids, -1 where the prefix is not valid.
   """
   _check_level(trie, level)
   size = trie.level_sizes[level]
-  ok = (node_ids >= 0) & (codes >= 0) & (codes < size)  # [N]
+  ok = (node_ids >= 0) & (codes >= 0) & (codes < size)  # [rows]
   safe_node = jnp.where(ok, node_ids, 0)
   safe_code = jnp.where(ok, codes, 0)
   if level == 0:
@@ -247,11 +247,11 @@ def next_node(trie: TrieIndex, level: int, node_ids: jax.Array, codes: jax.Array
     child = trie.level2_node[safe_node, safe_code]
   else:
     # Three scalar reads per beam (the code's word, its rank, the first child), not a bit row.
-    word = safe_code // 32  # [N]
-    bit = (safe_code % 32).astype(jnp.uint32)  # [N]
-    code_word = trie.child_bits[level][safe_node, word]  # [N] uint32
-    found = ((code_word >> bit) & 1) > 0  # [N]
-    below = jax.lax.population_count(code_word & ((jnp.uint32(1) << bit) - 1))  # [N]
+    word = safe_code // 32  # [rows]
+    bit = (safe_code % 32).astype(jnp.uint32)  # [rows]
+    code_word = trie.child_bits[level][safe_node, word]  # [rows] uint32
+    found = ((code_word >> bit) & 1) > 0  # [rows]
+    below = jax.lax.population_count(code_word & ((jnp.uint32(1) << bit) - 1))  # [rows]
     rank = trie.child_rank[level][safe_node, word].astype(jnp.int32) + below.astype(jnp.int32)
     child = jnp.where(found, trie.child_start[level][safe_node] + rank, -1)
   return jnp.where(ok, child, -1).astype(jnp.int32)
@@ -269,64 +269,3 @@ def sid_leaf_ids(trie: TrieIndex, sids: jax.Array) -> jax.Array:
 def contains(trie: TrieIndex, sids: jax.Array) -> jax.Array:
   """[..., L] codes -> [...] bool, whether each SID is in the trie."""
   return sid_leaf_ids(trie, sids) >= 0
-
-
-@gin.configurable(allowlist=["level_sizes", "num_categories", "max_cluster_items", "max_groups"])
-def random_paper_scale_sids(
-  num: int,
-  rng: np.random.Generator,
-  *,
-  level_sizes: tuple[int, ...] = (2048, 1024, 1024, 100),
-  num_categories: int = 1711,
-  max_cluster_items: int = 50,
-  max_groups: int = 100,
-) -> np.ndarray:
-  """Synthetic SIDs shaped like the paper's index, for benchmarks.
-
-  Clusters (s1, s2, s3) put s1 on a Zipf-skewed category, s2 and s3 uniform; each cluster holds a
-  heavy-tailed item count and is split into min(ceil(count / max_cluster_items), max_groups)
-  groups, each group one SID (s1, s2, s3, g), as the paper's Algorithm 1 does.
-
-  Args:
-    num: number of unique SIDs wanted.
-    rng: numpy random generator.
-    level_sizes: (C_1, C_2, C_3, G) codebook sizes; the last is the group suffix.
-    num_categories: how many level-1 codes categories occupy.
-    max_cluster_items: T_max of the cluster split.
-    max_groups: G_max of the cluster split.
-
-  Returns:
-    [num, 4] int32 unique SIDs in random order.
-
-  Raises:
-    ValueError: when the sizes cannot hold `num` SIDs or are inconsistent.
-  """
-  if len(level_sizes) != 4 or num_categories > level_sizes[0] or max_groups > level_sizes[3]:
-    raise ValueError(
-      f"random_paper_scale_sids: need 4 levels with num_categories <= C_1 and max_groups <= G, "
-      f"got level_sizes={level_sizes}, num_categories={num_categories}, max_groups={max_groups}"
-    )
-  if num > num_categories * level_sizes[1] * level_sizes[2]:
-    raise ValueError(f"random_paper_scale_sids: num={num} exceeds the cluster space")
-  category_weights = 1.0 / np.arange(1, num_categories + 1)  # Zipf over categories
-  category_weights /= category_weights.sum()
-  # Each round draws clusters; more than `num` SIDs are kept, then a random `num` are returned.
-  collected = np.zeros((0, 4), np.int32)
-  while collected.shape[0] < num:
-    draws = num  # duplicates and group expansion make a round land near `num` SIDs
-    clusters = np.stack(
-      [
-        rng.choice(num_categories, draws, p=category_weights),
-        rng.integers(0, level_sizes[1], draws),
-        rng.integers(0, level_sizes[2], draws),
-      ],
-      axis=1,
-    )  # [draws, 3]
-    items = np.ceil(rng.pareto(1.2, draws) * 8 + 1)  # heavy-tailed items per cluster
-    groups = np.minimum(np.ceil(items / max_cluster_items), max_groups).astype(np.int64)
-    cluster_of_sid = np.repeat(np.arange(draws), groups)  # [sum(groups)]
-    group_index = np.arange(cluster_of_sid.size) - np.repeat(np.cumsum(groups) - groups, groups)
-    new = np.concatenate([clusters[cluster_of_sid], group_index[:, None]], axis=1)
-    collected = unique_sids(np.concatenate([collected, new]), level_sizes)
-  keep = rng.choice(collected.shape[0], num, replace=False)
-  return collected[keep]

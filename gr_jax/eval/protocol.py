@@ -24,8 +24,11 @@ from absl import logging
 
 from gr_jax.data import schema, seqio_tasks
 from gr_jax.eval import metrics, stats
+from gr_jax.sid import tables
 
 SPLITS = ("valid", "test")
+# (result key, SFT stage task) of the two evaluated generators.
+KINDS = (("semantic", "q2sid"), ("personalized", "uq2sid"))
 TARGET_SETS = (("clk", "clicked"), ("exp", "exposed"), ("purchase", "purchased"))
 # Share of requests whose expanded union must exceed the truncation for a beam to
 # be a Table 2 operating point ("beams large enough to exceed 1,000 items").
@@ -113,6 +116,22 @@ def score_generator(
       values[f"reached@{beam}"].mean(),
     )
   return values
+
+
+def evaluate_policy(retriever, generator, catalog, logs, item_sid, vocab, requests, beams) -> dict:
+  """clk@k / exp@k (with intervals) of a personalized generator on the evaluate job's test sample."""
+  sample = logs.select(sample_requests(logs, "test", requests, seed=0))
+  prompts = request_prompts("uq2sid", catalog, sample, "test", item_sid, vocab, generator)
+  values = score_generator(retriever, prompts, sample, item_sid, beams, truncation_items=1000)
+  return summarize(values, 1000, resamples=stats.RESAMPLES)
+
+
+def sid_summary(sid_tables: tables.SidTables) -> dict:
+  """Size of a SID space, reported beside its metrics."""
+  return {
+    "num_sids": int(sid_tables.num_sids),
+    "items_per_sid_mean": float(np.mean(sid_tables.sid_sizes)),
+  }
 
 
 def beams_of(values: dict[str, np.ndarray]) -> list[int]:

@@ -25,49 +25,11 @@ import time
 
 import gin
 import jax
-import numpy as np
 from absl import logging
 
-from gr_jax import gin_utils
-from gr_jax.jobs import paths
+from gr_jax import errors
+from gr_jax import workdir as workdir_lib
 from gr_jax.sid import assign, tables
-
-
-def read_new_items(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """(features [M, D] float32, category_id [M] int32 or None) from an .npz file.
-
-  Raises:
-    UserError: missing file or field, wrong shapes or dtypes, non-finite rows.
-  """
-  if not os.path.exists(path):
-    raise gin_utils.UserError(f"assign_items: new-items file not found: {path}")
-  try:
-    data = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise gin_utils.UserError(f"{path}: not a readable .npz file ({e})") from e
-  with data:
-    if "features" not in data.files:
-      raise gin_utils.UserError(f"{path}: field 'features' missing (found {sorted(data.files)})")
-    features = data["features"]
-    category_id = data["category_id"] if "category_id" in data.files else None
-  if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-    raise gin_utils.UserError(
-      f"{path}: field 'features' must be a float [M, D] array, got {features.dtype} "
-      f"{features.shape}"
-    )
-  bad = np.flatnonzero(~np.all(np.isfinite(features), axis=1))
-  if bad.size:
-    raise gin_utils.UserError(f"{path}: row {bad[0]}: field 'features' holds NaN or Inf")
-  if category_id is not None:
-    if category_id.shape != (features.shape[0],) or not np.issubdtype(
-      category_id.dtype, np.integer
-    ):
-      raise gin_utils.UserError(
-        f"{path}: field 'category_id' must be an int [{features.shape[0]}] array, got "
-        f"{category_id.dtype} {category_id.shape}"
-      )
-    category_id = category_id.astype(np.int32)
-  return features.astype(np.float32), category_id
 
 
 @gin.configurable
@@ -90,14 +52,14 @@ def assign_items(
   Returns:
     The update's stats (also appended to diagnostics.json).
   """
-  source = paths.sid_dir(workdir, name)
+  source = workdir_lib.sid_dir(workdir, name)
   artefacts = tables.load_sid_artefacts(source)
-  features, category_id = read_new_items(new_items)
+  features, category_id = assign.read_new_items(new_items)
   config = artefacts.config
   if not config.force_category:
     category_id = None
   if features.shape[1] != artefacts.raw_feature_dim:
-    raise gin_utils.UserError(
+    raise errors.UserError(
       f"{new_items}: field 'features' has {features.shape[1]} columns; tokenizer "
       f"'{name}' was trained on {artefacts.raw_feature_dim}"
     )
@@ -114,7 +76,7 @@ def assign_items(
         batch_size,
       )
     except ValueError as e:
-      raise gin_utils.UserError(f"{new_items}: {e}") from e
+      raise errors.UserError(f"{new_items}: {e}") from e
   seconds = time.perf_counter() - start
   first_id = artefacts.tables.item_sid.shape[0]
   stats.update(
@@ -126,7 +88,7 @@ def assign_items(
   extended = tables.extend_sid_tables(artefacts.tables, new_sid)
   diag = dict(artefacts.diagnostics)
   diag["incremental_updates"] = [*diag.get("incremental_updates", []), stats]
-  target = paths.sid_dir(workdir, output_name or name)
+  target = workdir_lib.sid_dir(workdir, output_name or name)
   tables.write_sid_artefacts(
     target,
     extended,

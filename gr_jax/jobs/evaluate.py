@@ -18,27 +18,15 @@ import os
 import gin
 from absl import logging
 
-from gr_jax import io_utils, retrieval
+from gr_jax import io_utils
+from gr_jax import workdir as workdir_lib
 from gr_jax.eval import protocol, tables
-from gr_jax.jobs import data as data_job
-from gr_jax.jobs import paths, sft
-from gr_jax.sid import tables as sid_tables_lib
-
-
-def load_retriever(workdir, tokenizer, stage, catalog, sid_artefacts) -> tuple:
-  generator, params = sft.load_generator(paths.sft_dir(workdir, tokenizer, stage))
-  retriever = retrieval.Retriever(
-    params,
-    generator.model_config,
-    generator.layout,
-    sid_artefacts.tables,
-    catalog.efficiency_score,
-  )
-  return generator, retriever
+from gr_jax.serving import retriever as retriever_lib
+from gr_jax.train import partitioning
 
 
 def _valid_choices(workdir: str):
-  path = os.path.join(paths.eval_dir(workdir), "valid", "metrics.json")
+  path = os.path.join(workdir_lib.eval_dir(workdir), "valid", "metrics.json")
   if not os.path.exists(path):
     return None
   raw = io_utils.read_json(path).get("choices")
@@ -69,15 +57,17 @@ def evaluate(
   the semantic generators are scored at `beam_sizes` and the chosen beams only.
   """
   protocol.check_split(split)
-  catalog, logs = data_job.load_data(workdir)
+  catalog, logs = workdir_lib.load_data(workdir)
   rows = protocol.sample_requests(logs, split, max_requests, seed)
   sample = logs.select(rows)
-  vocab = sft.text_vocabulary(workdir).as_seqio_vocabulary()
+  vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
+  mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
+  stages = {"semantic": semantic_stage, "personalized": personalized_stage}
   valid_choices = _valid_choices(workdir) if split == "test" else None
   curve_tokenizers = tokenizers if curve_tokenizers is None else curve_tokenizers
   values, extras = {}, {}
   for name in tokenizers:
-    sid_artefacts = sid_tables_lib.load_sid_artefacts(paths.sid_dir(workdir, name))
+    sid_artefacts = workdir_lib.load_sid(workdir, name)
     item_sid = sid_artefacts.tables.item_sid
     semantic_beams = protocol.semantic_beams(
       beam_sizes,
@@ -85,23 +75,21 @@ def evaluate(
       truncation_beam_sizes if name in curve_tokenizers else (),
       valid_choices,
     )
-    for kind, stage, task, beams in (
-      ("semantic", semantic_stage, "q2sid", semantic_beams),
-      ("personalized", personalized_stage, "uq2sid", beam_sizes),
-    ):
-      if not os.path.exists(paths.sft_dir(workdir, name, stage)):
+    beams_of_kind = {"semantic": semantic_beams, "personalized": beam_sizes}
+    for kind, task in protocol.KINDS:
+      stage = stages[kind]
+      if not os.path.exists(workdir_lib.sft_dir(workdir, name, stage)):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stage)
         continue
-      generator, retriever = load_retriever(workdir, name, stage, catalog, sid_artefacts)
+      generator, retriever = retriever_lib.load_retriever(
+        workdir, name, stage, catalog, sid_artefacts, mesh=mesh, rules=rules
+      )
       prompts = protocol.request_prompts(task, catalog, sample, split, item_sid, vocab, generator)
       logging.info("evaluate %s / %s on %d %s requests", name, stage, len(prompts), split)
       values.setdefault(name, {})[kind] = protocol.score_generator(
-        retriever, prompts, sample, item_sid, beams, truncation_items
+        retriever, prompts, sample, item_sid, beams_of_kind[kind], truncation_items
       )
-    extras[name] = {
-      "num_sids": int(sid_artefacts.tables.num_sids),
-      "items_per_sid_mean": float(sid_artefacts.tables.sid_sizes.mean()),
-    }
+    extras[name] = protocol.sid_summary(sid_artefacts.tables)
   results = protocol.build_results(
     values,
     split=split,
@@ -117,6 +105,6 @@ def evaluate(
   )
   for name, extra in extras.items():
     results["tokenizers"].setdefault(name, {"stages": {}}).update(extra)
-  text = tables.write(os.path.join(paths.eval_dir(workdir), split), results, values, rows)
+  text = tables.write(os.path.join(workdir_lib.eval_dir(workdir), split), results, values, rows)
   print(text)
   return results

@@ -7,7 +7,7 @@ import os
 import gin
 
 from gr_jax import io_utils
-from gr_jax.train import example_task, trainer
+from gr_jax.train import example_task, partitioning, trainer
 
 
 @gin.configurable
@@ -15,7 +15,8 @@ def train_example(workdir: str, task=None, batches=None):
   """Trains the example regression task; writes metrics.json."""
   task = task or example_task.RegressionTask()
   batch_fn = batches or example_task.regression_batches()
-  runner = trainer.Trainer(task, workdir, config=trainer.TrainerConfig())
+  mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
+  runner = trainer.Trainer(task, workdir, config=trainer.TrainerConfig(), mesh=mesh, rules=rules)
   result = runner.fit(batch_fn)
   runner.close()
   io_utils.write_json(

@@ -15,8 +15,8 @@ import gin
 import numpy as np
 
 from gr_jax import io_utils
+from gr_jax import workdir as workdir_lib
 from gr_jax.eval import report
-from gr_jax.jobs import paths
 
 COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10))
 
@@ -39,13 +39,13 @@ def _row(values: list[dict]) -> dict:
 def report_rl(workdir: str, tokenizer: str = "cq_sid"):
   """Aggregates the RL runs of `tokenizer` into Table 4 (returns the markdown)."""
   rows = []
-  eval_path = os.path.join(paths.eval_dir(workdir), "test", "metrics.json")
+  eval_path = os.path.join(workdir_lib.eval_dir(workdir), "test", "metrics.json")
   if os.path.exists(eval_path):
     sft_curve = io_utils.read_json(eval_path)["tokenizers"][tokenizer]["stages"]["personalized"]
     rows.append({"method": "SFT", **_row([sft_curve])})
   runs: dict[str, list[dict]] = {}
   for path in sorted(
-    glob.glob(os.path.join(paths.rl_dir(workdir, tokenizer, "*"), "metrics.json"))
+    glob.glob(os.path.join(workdir_lib.rl_dir(workdir, tokenizer, "*"), "metrics.json"))
   ):
     name = os.path.basename(os.path.dirname(path))
     variant = re.sub(r"_s\d+$", "", name)  # seeds of one variant pool together
@@ -54,6 +54,6 @@ def report_rl(workdir: str, tokenizer: str = "cq_sid"):
     rows.append({"method": variant, **_row(values)})
   columns = ["method"] + [f"{m}@{b}" for m, b in COLUMNS] + ["seeds"]
   text = report.markdown_table(rows, columns, title=f"Table 4 analogue ({tokenizer})")
-  io_utils.write_text(os.path.join(paths.eval_dir(workdir), "table4.md"), text)
+  io_utils.write_text(os.path.join(workdir_lib.eval_dir(workdir), "table4.md"), text)
   print(text)
   return text

@@ -9,8 +9,9 @@ number of real tokens before it, and a query attends to earlier keys that are
 not padding. Under these rules a prompt decoded with `prefill` + `extend` gives
 the same logits as `Decoder.__call__` on the whole sequence.
 
-Shapes: B batch, T / S query / key length, E embed_dim, H / K query / kv heads,
-D head_dim, V = DecoderConfig.padded_vocab_size (vocab_size unless vocab_multiple > 1).
+Shapes (the package legend, gr_jax/__init__.py): B batch, T / S query / key length,
+D embed_dim, H / Hk query / kv heads, Hg = H / Hk query heads per kv head, Dh head_dim,
+M mlp_dim, V = DecoderConfig.padded_vocab_size (vocab_size unless vocab_multiple > 1).
 
 Parameters are float32 and carry logical axis names (`nn.with_logical_partitioning`);
 activations are constrained with `nn.with_logical_constraint`. Both are no-ops
@@ -30,7 +31,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from gr_jax.data.token_layout import PAD_ID
+from gr_jax.models.token_layout import PAD_ID
 
 Array = jax.Array
 Params = Any
@@ -122,37 +123,24 @@ class DecoderConfig:
 
 
 # Width / depth of each preset; gin_configs/model/<name>.gin binds the same values.
-PRESETS: dict[str, dict[str, Any]] = {
-  # Unit tests.
-  "tiny": dict(
-    num_layers=2, embed_dim=64, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=128, max_len=128
-  ),
-  # Quickstart on a 2-core CPU.
-  "small": dict(
-    num_layers=4, embed_dim=256, num_heads=4, num_kv_heads=2, head_dim=64, mlp_dim=768, max_len=256
-  ),
-  # ~100M parameters with a 32k vocabulary (~75M without the embedding).
-  "base": dict(
-    num_layers=12,
-    embed_dim=768,
-    num_heads=12,
-    num_kv_heads=4,
-    head_dim=64,
-    mlp_dim=2048,
-    max_len=512,
-  ),
-  # Qwen2.5-0.5B shape (494,032,768 parameters with its 151,936-token vocabulary).
-  "qwen05b": dict(
-    num_layers=24,
-    embed_dim=896,
-    num_heads=14,
-    num_kv_heads=2,
-    head_dim=64,
-    mlp_dim=4864,
-    max_len=2048,
-    rope_theta=1_000_000.0,
-  ),
+# tiny: unit tests; small: the quickstart on a 2-core CPU; base: ~100M parameters with a
+# 32k vocabulary (~75M without the embedding); qwen05b: the Qwen2.5-0.5B shape (494,032,768
+# parameters with its 151,936-token vocabulary).
+# fmt: off
+_PRESET_FIELDS = (
+  "num_layers", "embed_dim", "num_heads", "num_kv_heads", "head_dim", "mlp_dim", "max_len",
+)
+_PRESET_ROWS = {
+  "tiny":    (2,  64,  4,  2, 16, 128,  128),
+  "small":   (4,  256, 4,  2, 64, 768,  256),
+  "base":    (12, 768, 12, 4, 64, 2048, 512),
+  "qwen05b": (24, 896, 14, 2, 64, 4864, 2048),
 }
+# fmt: on
+PRESETS: dict[str, dict[str, Any]] = {
+  name: dict(zip(_PRESET_FIELDS, row)) for name, row in _PRESET_ROWS.items()
+}
+PRESETS["qwen05b"]["rope_theta"] = 1_000_000.0
 
 
 def decoder_preset(name: str, vocab_size: int, **overrides: Any) -> DecoderConfig:
@@ -237,9 +225,9 @@ def rope_angles(positions: Array, head_dim: int, theta: float) -> tuple[Array, A
 
 
 def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-  """Rotates [B, T, N, D] by the angles (half-split pairing, as Qwen2 / HF)."""
+  """Rotates [B, T, H, Dh] by the angles (half-split pairing, as Qwen2 / HF)."""
   x32 = x.astype(jnp.float32)
-  first, second = jnp.split(x32, 2, axis=-1)  # [B, T, N, D/2] each
+  first, second = jnp.split(x32, 2, axis=-1)  # [B, T, heads, Dh/2] each
   cos, sin = cos[:, :, None, :], sin[:, :, None, :]
   rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
   return rotated.astype(x.dtype)
@@ -249,13 +237,13 @@ def grouped_query_attention(query: Array, key: Array, value: Array, mask: Array)
   """Softmax attention where each key/value head serves num_heads // num_kv_heads queries.
 
   Args:
-    query: [B, T, H, D].
-    key: [B, S, K, D], K divides H.
-    value: [B, S, K, D].
+    query: [B, T, H, Dh].
+    key: [B, S, Hk, Dh], Hk divides H.
+    value: [B, S, Hk, Dh].
     mask: [B, T, S] bool, True where the query may attend the key.
 
   Returns:
-    [B, T, H, D] in the query's dtype.
+    [B, T, H, Dh] in the query's dtype.
   """
   batch, length, num_heads, head_dim = query.shape
   num_kv_heads = key.shape[2]
@@ -263,10 +251,10 @@ def grouped_query_attention(query: Array, key: Array, value: Array, mask: Array)
   # Query head h uses kv head h // group (same order as a repeat of kv heads).
   query = query.reshape(batch, length, num_kv_heads, group, head_dim)
   scores = jnp.einsum("btkgd,bskd->bkgts", query, key, preferred_element_type=jnp.float32)
-  scores = scores / math.sqrt(head_dim)  # [B, K, G, T, S]
+  scores = scores / math.sqrt(head_dim)  # [B, Hk, Hg, T, S]
   scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
   weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", weights, value)  # [B, T, K, G, D]
+  out = jnp.einsum("bkgts,bskd->btkgd", weights, value)  # [B, T, Hk, Hg, Dh]
   return out.reshape(batch, length, num_heads, head_dim)
 
 
@@ -319,15 +307,15 @@ class Attention(nn.Module):
     """Attends x to itself (no cache) or to the cache after writing x into it.
 
     Args:
-      x: [B, T, E] normalised input.
+      x: [B, T, D] normalised input.
       positions: [B, T] rope positions.
       mask: [B, T, S] bool; S = T without cache, S = cache length with one.
-      cache: None, or {'k', 'v'} [B, S, K, D] of earlier tokens (T must be 1).
+      cache: None, or {'k', 'v'} [B, S, Hk, Dh] of earlier tokens (T must be 1).
       write_slot: [B, S] bool one-hot of the cache slot that receives x.
 
     Returns:
-      out [B, T, E] and {'k', 'v'}: this call's keys/values [B, T, K, D] without
-      a cache, the updated cache [B, S, K, D] with one.
+      out [B, T, D] and {'k', 'v'}: this call's keys/values [B, T, Hk, Dh] without
+      a cache, the updated cache [B, S, Hk, Dh] with one.
     """
     c = self.config
     embed, heads, kv_heads, head_dim = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
@@ -336,9 +324,9 @@ class Attention(nn.Module):
     w_value = _weight(self, "value", (embed, kv_heads, head_dim), ("embed", "kv", "head_dim"))
     w_out = _weight(self, "out", (heads, head_dim, embed), ("heads", "head_dim", "embed"))
 
-    query = jnp.einsum("bte,ehd->bthd", x, w_query)  # [B, T, H, D]
-    key = jnp.einsum("bte,ekd->btkd", x, w_key)  # [B, T, K, D]
-    value = jnp.einsum("bte,ekd->btkd", x, w_value)  # [B, T, K, D]
+    query = jnp.einsum("bte,ehd->bthd", x, w_query)  # [B, T, H, Dh]
+    key = jnp.einsum("bte,ekd->btkd", x, w_key)  # [B, T, Hk, Dh]
+    value = jnp.einsum("bte,ekd->btkd", x, w_value)  # [B, T, Hk, Dh]
     if c.qkv_bias:
       query += _bias(self, "query_bias", (heads, head_dim), ("heads", "head_dim"))
       key += _bias(self, "key_bias", (kv_heads, head_dim), ("kv", "head_dim"))
@@ -350,14 +338,14 @@ class Attention(nn.Module):
 
     if cache is not None:
       slot = write_slot[:, :, None, None]  # [B, S, 1, 1]
-      key = jnp.where(slot, key.astype(cache["k"].dtype), cache["k"])  # [B, S, K, D]
+      key = jnp.where(slot, key.astype(cache["k"].dtype), cache["k"])  # [B, S, Hk, Dh]
       value = jnp.where(slot, value.astype(cache["v"].dtype), cache["v"])
       key = nn.with_logical_constraint(key, KV_AXES)
       value = nn.with_logical_constraint(value, KV_AXES)
 
     out = grouped_query_attention(query, key.astype(query.dtype), value.astype(query.dtype), mask)
     out = nn.with_logical_constraint(out, HEADS_AXES)
-    out = jnp.einsum("bthd,hde->bte", out, w_out)  # [B, T, E]
+    out = jnp.einsum("bthd,hde->bte", out, w_out)  # [B, T, D]
     return out, {"k": key, "v": value}
 
 
@@ -383,19 +371,10 @@ class DecoderBlock(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(
-    self,
-    x: Array,
-    positions: Array,
-    mask: Array,
-    cache: dict[str, Array] | None = None,
-    write_slot: Array | None = None,
-  ) -> tuple[Array, dict[str, Array]]:
-    """See Attention.__call__ for the arguments; returns (x [B, T, E], keys/values)."""
+  def __call__(self, x: Array, *attention_inputs) -> tuple[Array, dict[str, Array]]:
+    """x [B, T, Dh] and Attention.__call__'s other inputs -> (x [B, T, Dh], keys/values)."""
     normed = RMSNorm(self.config, name="attention_norm")(x)
-    attended, key_values = Attention(self.config, name="attention")(
-      normed, positions, mask, cache, write_slot
-    )
+    attended, key_values = Attention(self.config, name="attention")(normed, *attention_inputs)
     x = nn.with_logical_constraint(x + attended, EMBED_AXES)
     mlp_out = SwiGLU(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
     return nn.with_logical_constraint(x + mlp_out, EMBED_AXES), key_values
@@ -428,10 +407,10 @@ class Decoder(nn.Module):
 
   def _embed(self, tokens: Array) -> Array:
     x = jnp.take(self.embedding, tokens, axis=0).astype(self.config.compute_dtype)
-    return nn.with_logical_constraint(x, EMBED_AXES)  # [B, T, E]
+    return nn.with_logical_constraint(x, EMBED_AXES)  # [B, T, D]
 
   def _logits(self, x: Array) -> Array:
-    """[B, T, E] -> [B, T, padded V] float32."""
+    """[B, T, D] -> [B, T, padded V] float32."""
     x = self.final_norm(x)
     dtype = self.config.compute_dtype
     if self.config.tie_embeddings:
@@ -454,7 +433,7 @@ class Decoder(nn.Module):
       )
 
   def _run_prompt(self, tokens: Array) -> tuple[Array, list[dict[str, Array]]]:
-    """Full causal pass over left-padded tokens -> (hidden [B, T, E], per-layer k/v)."""
+    """Full causal pass over left-padded tokens -> (hidden [B, T, D], per-layer k/v)."""
     self._check_length(tokens.shape[1], "sequence")
     positions = token_positions(tokens)
     mask = causal_padding_mask(tokens)
@@ -469,6 +448,15 @@ class Decoder(nn.Module):
     """[B, T] left-padded tokens -> [B, T, V] float32 next-token logits."""
     x, _ = self._run_prompt(tokens)
     return self._logits(x)
+
+  def target_logits(self, tokens: Array, num_targets: int) -> Array:
+    """[B, T] left-padded tokens -> [B, num_targets, V] logits of the last positions only.
+
+    The vocabulary projection is the largest matmul per position; teacher-forced
+    losses that score only the SID tokens skip it on the prompt positions.
+    """
+    hidden, _ = self._run_prompt(tokens)  # [B, T, Dh]
+    return self._logits(hidden[:, -num_targets:])
 
   def prefill(self, tokens: Array, max_len: int) -> tuple[Array, Cache]:
     """Runs the left-padded prompt [B, Tp]; returns last logits [B, V] and the cache."""
@@ -506,7 +494,7 @@ class Decoder(nn.Module):
     next_pos = cache["next_pos"] + real.astype(jnp.int32)
     positions = jnp.maximum(next_pos - 1, 0)[:, None]  # [B, 1]
     mask = key_valid[:, None, :]  # [B, 1, S]; slots after index are not valid yet
-    x = self._embed(tokens[:, None])  # [B, 1, E]
+    x = self._embed(tokens[:, None])  # [B, 1, D]
     layers = []
     for block, layer_cache in zip(self.blocks, cache["layers"]):
       x, layer_cache = block(x, positions, mask, layer_cache, write_slot)

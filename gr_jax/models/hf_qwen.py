@@ -48,8 +48,9 @@ import jax
 import numpy as np
 from safetensors import safe_open
 
-from gr_jax.data.token_layout import TokenLayout
+from gr_jax.models.token_layout import TokenLayout
 from gr_jax.models import decoder
+from gr_jax.train import checkpoints
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -425,9 +426,47 @@ def save_init_checkpoint(params: dict, directory: str) -> str:
     `directory`.
   """
   # Imported here: orbax is only needed by this writer, not by the conversion itself.
-  from gr_jax.train import checkpoints  # noqa: PLC0415
-
   checkpointer = checkpoints.Checkpointer(directory, max_to_keep=1, async_save=False)
   checkpointer.save(0, {"params": params}, force=True)
   checkpointer.close()
   return directory
+
+
+def hf_init_checkpoint(
+  directory: str,
+  folder: str,
+  layout: TokenLayout,
+  model_config: decoder.DecoderConfig,
+  *,
+  mesh,
+  rules,
+) -> str:
+  """Converts `folder` into the init checkpoint `directory` once; returns the directory.
+
+  The first SFT stage starts from it (TrainerConfig.init_checkpoint); a rerun finds it
+  converted and skips the conversion.
+  """
+  probe = checkpoints.Checkpointer(directory)
+  converted = probe.latest_step() is not None
+  probe.close()
+  if not converted:
+    overrides = {field: getattr(model_config, field) for field in OVERRIDABLE_FIELDS}
+    _, params = init_generator_from_hf(folder, layout, mesh=mesh, rules=rules, **overrides)
+    save_init_checkpoint(params, directory)
+  return directory
+
+
+def generator_model_config(
+  model: str, vocab_size: int, overrides: dict, init_from_hf: str | None = None
+) -> decoder.DecoderConfig:
+  """The generator's config: decoder preset `model`, or (model 'hf' or a checkpoint
+  given) the shape of `init_from_hf`'s config.json.
+
+  Raises:
+    ValueError: model 'hf' without a checkpoint folder.
+  """
+  if model == "hf" and not init_from_hf:
+    raise ValueError("train_sft.model = 'hf' takes the model from a checkpoint: bind init_from_hf")
+  if init_from_hf:
+    return decoder_config_from_hf(read_hf_config(init_from_hf), vocab_size, **overrides)
+  return decoder.decoder_preset(model, vocab_size=vocab_size, **overrides)

@@ -9,16 +9,6 @@ import optax
 from gr_jax.models import decoder
 
 
-def target_logits(module: decoder.Decoder, tokens, num_targets: int):
-  """Logits only where a SID token is predicted: [B, num_targets, V].
-
-  The vocabulary projection is the largest matmul per position; the prompt
-  positions carry no loss, so they skip it.
-  """
-  hidden, _ = module._run_prompt(tokens)  # [B, T, E]
-  return module._logits(hidden[:, -num_targets:])
-
-
 @gin.configurable
 class SftTask:
   """TrainTask of the generator on fixed-layout examples (see data/seqio_tasks.py).
@@ -42,7 +32,9 @@ class SftTask:
     inputs = tokens[:, :-1]  # [B, T-1]; the last L inputs predict the L SID tokens
     targets = tokens[:, -levels:]  # [B, L]
     weights = batch["loss_weights"][:, -levels:].astype(jnp.float32)  # [B, L]
-    logits = self.model.apply(variables, inputs, levels, method=target_logits)  # [B, L, V]
+    logits = self.model.apply(
+      variables, inputs, levels, method=decoder.Decoder.target_logits
+    )  # [B, L, V]
     token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [B, L]
     loss = jnp.sum(token_loss * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)  # [B, L]

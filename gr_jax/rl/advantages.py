@@ -1,7 +1,7 @@
 """Group-relative advantage estimators, registered by name (the config picks one).
 
-Every estimator maps rewards [batch, N] and a member mask [batch, N] to
-advantages [batch, N] (0 on masked members) and a [batch] bool saying which
+Every estimator maps rewards [B, G+E] and a member mask [B, G+E] to
+advantages [B, G+E] (0 on masked members) and a [B] bool saying which
 groups have zero reward spread (all members equal: no learning signal from the
 policy-gradient term). Statistics are taken over the valid members of each
 group (axis 1) only, never across the batch axis: mixing groups would silently
@@ -26,8 +26,8 @@ class Advantages(NamedTuple):
   """Output of an advantage estimator.
 
   Attributes:
-    advantages: [batch, N] float32, 0 on masked members.
-    zero_spread: [batch] bool, True where all valid members share one reward.
+    advantages: [B, G+E] float32, 0 on masked members.
+    zero_spread: [B] bool, True where all valid members share one reward.
   """
 
   advantages: jnp.ndarray
@@ -72,18 +72,18 @@ def group_moments(
   """Mean, population std and zero-spread flag over the valid members of each group.
 
   Args:
-    rewards: [batch, N] float rewards.
-    member_mask: [batch, N] bool.
+    rewards: [B, G+E] float rewards.
+    member_mask: [B, G+E] bool.
 
   Returns:
-    mean [batch], std [batch], zero_spread [batch] bool. A group without valid
+    mean [B], std [B], zero_spread [B] bool. A group without valid
     members has mean 0, std 0 and counts as zero spread.
   """
-  weights = member_mask.astype(jnp.float32)  # [batch, N]
-  count = jnp.maximum(weights.sum(axis=1), 1.0)  # [batch]
-  mean = (rewards * weights).sum(axis=1) / count  # [batch]
-  centred = (rewards - mean[:, None]) * weights  # [batch, N]
-  std = jnp.sqrt((centred**2).sum(axis=1) / count)  # [batch]
+  weights = member_mask.astype(jnp.float32)  # [B, G+E]
+  count = jnp.maximum(weights.sum(axis=1), 1.0)  # [B]
+  mean = (rewards * weights).sum(axis=1) / count  # [B]
+  centred = (rewards - mean[:, None]) * weights  # [B, G+E]
+  std = jnp.sqrt((centred**2).sum(axis=1) / count)  # [B]
   high = jnp.max(jnp.where(member_mask, rewards, -jnp.inf), axis=1)
   low = jnp.min(jnp.where(member_mask, rewards, jnp.inf), axis=1)
   zero_spread = ~(high - low > SPREAD_TOLERANCE)  # also True for empty groups (-inf - inf)
@@ -93,7 +93,7 @@ def group_moments(
 def _check(rewards: jnp.ndarray, member_mask: jnp.ndarray) -> None:
   if rewards.ndim != 2 or member_mask.shape != rewards.shape:
     raise ValueError(
-      f"advantages: rewards {rewards.shape} must be [batch, N] and match mask {member_mask.shape}"
+      f"advantages: rewards {rewards.shape} must be [B, G+E] and match mask {member_mask.shape}"
     )
 
 

@@ -6,13 +6,13 @@ sampler: temperature, constrained or not) is a wiring choice of the caller:
   sample_fn(params, batch, rng) -> (sampled [B, G, L] int codes, valid [B, G] bool)
       draws G SIDs per request from the policy; the caller builds it from the
       config's `group_size`, `temperature` and `constrained_sampling`.
-  logprob_fn(params, batch, sids [B, N, L]) -> [B, N, L] float token log-probs
+  logprob_fn(params, batch, sids [B, G+E, L]) -> [B, G+E, L] float token log-probs
       teacher-forced log p(s_l | input, s_<l) of each SID, at temperature 1.
 
 A step is two phases:
   1. `make_rollout(config, sample_fn, logprob_fn)` gives a pure (jit-able)
      function `rollout(old_params, ref_params, batch, rng) -> batch'` that
-     samples G SIDs, adds K experts from the logged clicks / exposures, scores
+     samples G SIDs, adds E experts from the logged clicks / exposures, scores
      the enlarged group with the logged-feedback reward, computes group
      advantages and the old-policy and reference log-probs of every member
      (experts by teacher forcing), and returns the input batch plus those
@@ -55,15 +55,15 @@ FEEDBACK_KEYS = (
   "exposed_mask",
 )
 ROLLOUT_KEYS = (
-  "group_sids",  # [B, G+K, L] int32: sampled SIDs, then experts
-  "group_mask",  # [B, G+K] bool: members in statistics and loss
-  "is_expert",  # [B, G+K] bool
-  "sid_valid",  # [B, G+K] bool: sampler validity flag (experts True)
-  "rewards",  # [B, G+K] float32
-  "advantages",  # [B, G+K] float32
+  "group_sids",  # [B, G+E, L] int32: sampled SIDs, then experts
+  "group_mask",  # [B, G+E] bool: members in statistics and loss
+  "is_expert",  # [B, G+E] bool
+  "sid_valid",  # [B, G+E] bool: sampler validity flag (experts True)
+  "rewards",  # [B, G+E] float32
+  "advantages",  # [B, G+E] float32
   "zero_spread",  # [B] bool
-  "logp_old",  # [B, G+K, L] float32, rollout params
-  "logp_ref",  # [B, G+K, L] float32, frozen reference
+  "logp_old",  # [B, G+E, L] float32, rollout params
+  "logp_ref",  # [B, G+E, L] float32, frozen reference
 )
 
 
@@ -74,7 +74,7 @@ class EgGrpoConfig:
 
   Attributes:
     group_size: G, sampled SIDs per request.
-    num_experts: K, expert SIDs per request (0 = vanilla GRPO).
+    num_experts: E, expert SIDs per request (0 = vanilla GRPO).
     temperature: rollout sampling temperature (for the caller's sample_fn).
     constrained_sampling: sample only valid SIDs (for the caller's sample_fn).
     dedup_sampled: mask sampled SIDs that repeat an earlier sample of the group.
@@ -138,7 +138,7 @@ def make_rollout(
   Args:
     config: the EG-GRPO knobs.
     sample_fn: `(params, batch, rng) -> (sampled [B, G, L], valid [B, G])`.
-    logprob_fn: `(params, batch, sids [B, N, L]) -> [B, N, L]` token log-probs.
+    logprob_fn: `(params, batch, sids [B, G+E, L]) -> [B, G+E, L]` token log-probs.
 
   Returns:
     A pure function `rollout(old_params, ref_params, batch, rng)` returning the
@@ -181,10 +181,10 @@ def make_rollout(
       batch["exposed"],
       batch["exposed_mask"],
       config.reward_values,
-    )  # [B, G+K]
+    )  # [B, G+E]
     advantages = estimator(rewards, group.member_mask, config.advantage_eps)
-    logp_old = logprob_fn(old_params, batch, group.sids)  # [B, G+K, L]
-    logp_ref = logprob_fn(ref_params, batch, group.sids)  # [B, G+K, L]
+    logp_old = logprob_fn(old_params, batch, group.sids)  # [B, G+E, L]
+    logp_ref = logprob_fn(ref_params, batch, group.sids)  # [B, G+E, L]
     fields = {
       "group_sids": group.sids,
       "group_mask": group.member_mask,
@@ -206,7 +206,7 @@ class EgGrpoTask:
 
   Args:
     config: the EG-GRPO knobs.
-    logprob_fn: `(params, batch, sids [B, N, L]) -> [B, N, L]` token log-probs;
+    logprob_fn: `(params, batch, sids [B, G+E, L]) -> [B, G+E, L]` token log-probs;
       the same function the rollout used, so the ratio is 1 at the first update.
     init_fn: `(rng, batch) -> variables` of the policy (the trainer restores the
       stage-3 checkpoint into this structure).
@@ -222,7 +222,7 @@ class EgGrpoTask:
     return self.init_fn(rng, batch)
 
   def loss_terms(self, params: Any, batch: Batch) -> tuple[jax.Array, losses.PolicyLossTerms]:
-    """(logp_new [B, G+K, L], per-token loss terms) of a rollout batch under `params`.
+    """(logp_new [B, G+E, L], per-token loss terms) of a rollout batch under `params`.
 
     Raises:
       ValueError: when the batch is not a rollout batch.
@@ -231,7 +231,7 @@ class EgGrpoTask:
     if missing:
       raise ValueError(f"EgGrpoTask: batch lacks rollout fields {missing}; run make_rollout")
     config = self.config
-    logp_new = self.logprob_fn(params, batch, batch["group_sids"])  # [B, G+K, L]
+    logp_new = self.logprob_fn(params, batch, batch["group_sids"])  # [B, G+E, L]
     terms = losses.policy_loss_terms(
       logp_new,
       batch["logp_old"],

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 
 class PolicyLossTerms(NamedTuple):
-  """Per-token terms of the loss, [batch, N, L] each.
+  """Per-token terms of the loss, [B, G+E, L] each.
 
   Attributes:
     surrogate: the objective to maximise (0 on invalid tokens).
@@ -90,12 +90,12 @@ def policy_loss_terms(
   """Per-token surrogate and KL terms (see the module docstring for the formulas).
 
   Args:
-    logp_new: [batch, N, L] token log-probs under the current params.
-    logp_old: [batch, N, L] token log-probs under the rollout (old) params.
-    logp_ref: [batch, N, L] token log-probs under the frozen reference.
-    advantages: [batch, N] per-member advantages.
-    member_mask: [batch, N] bool, valid group members.
-    is_expert: [batch, N] bool, expert (off-policy) members.
+    logp_new: [B, G+E, L] token log-probs under the current params.
+    logp_old: [B, G+E, L] token log-probs under the rollout (old) params.
+    logp_ref: [B, G+E, L] token log-probs under the frozen reference.
+    advantages: [B, G+E] per-member advantages.
+    member_mask: [B, G+E] bool, valid group members.
+    is_expert: [B, G+E] bool, expert (off-policy) members.
     clip_eps: PPO clip range epsilon.
     kl_clip: bound c on the reference log-ratio inside k3.
     kl_on_experts: also apply the KL term on expert tokens.
@@ -111,20 +111,20 @@ def policy_loss_terms(
   if logp_new.ndim != 3 or logp_old.shape != logp_new.shape or logp_ref.shape != logp_new.shape:
     raise ValueError(
       f"policy_loss_terms: logp_new {logp_new.shape}, logp_old {logp_old.shape}, logp_ref "
-      f"{logp_ref.shape} must all be [batch, N, L]"
+      f"{logp_ref.shape} must all be [B, G+E, L]"
     )
   for name, value in (("advantages", advantages), ("member_mask", member_mask)):
     if value.shape != logp_new.shape[:2]:
       raise ValueError(f"policy_loss_terms: {name} {value.shape} != {logp_new.shape[:2]}")
   if is_expert.shape != logp_new.shape[:2]:
     raise ValueError(f"policy_loss_terms: is_expert {is_expert.shape} != {logp_new.shape[:2]}")
-  token_valid = jnp.broadcast_to(member_mask[:, :, None], logp_new.shape)  # [batch, N, L]
-  token_expert = jnp.broadcast_to(is_expert[:, :, None], logp_new.shape)  # [batch, N, L]
-  adv = advantages[:, :, None].astype(jnp.float32)  # [batch, N, 1]
+  token_valid = jnp.broadcast_to(member_mask[:, :, None], logp_new.shape)  # [B, G+E, L]
+  token_expert = jnp.broadcast_to(is_expert[:, :, None], logp_new.shape)  # [B, G+E, L]
+  adv = advantages[:, :, None].astype(jnp.float32)  # [B, G+E, 1]
   # Zero the log-ratio on invalid tokens before exp so that masked garbage can
   # neither overflow nor leak NaN gradients through jnp.where.
   log_ratio = jnp.where(token_valid, logp_new - logp_old, 0.0)
-  ratio = jnp.exp(log_ratio)  # [batch, N, L]
+  ratio = jnp.exp(log_ratio)  # [B, G+E, L]
   unclipped = ratio * adv
   clipped_value = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
   surrogate = jnp.minimum(unclipped, clipped_value)
@@ -156,8 +156,8 @@ def reduce_policy_loss(
 
   Args:
     terms: output of `policy_loss_terms`.
-    logp_new: [batch, N, L] token log-probs under the current params.
-    is_expert: [batch, N] bool, expert members.
+    logp_new: [B, G+E, L] token log-probs under the current params.
+    is_expert: [B, G+E] bool, expert members.
     kl_weight: weight of the KL term.
 
   Returns:
@@ -168,7 +168,7 @@ def reduce_policy_loss(
   pg_loss = -masked_mean(terms.surrogate, terms.pg_weight)
   kl = masked_mean(terms.kl, terms.kl_weight)
   loss = pg_loss + kl_weight * kl
-  token_valid = terms.pg_weight > 0  # [batch, N, L]
+  token_valid = terms.pg_weight > 0  # [B, G+E, L]
   token_expert = jnp.broadcast_to(is_expert[:, :, None], logp_new.shape)
   metrics = {
     "loss": loss,
@@ -183,40 +183,21 @@ def reduce_policy_loss(
 
 
 def clipped_policy_loss(
-  logp_new: jnp.ndarray,
-  logp_old: jnp.ndarray,
-  logp_ref: jnp.ndarray,
-  advantages: jnp.ndarray,
-  member_mask: jnp.ndarray,
-  is_expert: jnp.ndarray,
-  *,
-  clip_eps: float = 0.2,
-  kl_weight: float = 1.0,
-  kl_clip: float = 10.0,
-  kl_on_experts: bool = False,
-  luffy_shaping: bool = False,
-  luffy_gamma: float = 0.1,
+  *inputs: jnp.ndarray, kl_weight: float = 1.0, **options
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Token-level EG-GRPO loss and its policy metrics.
 
-  Args: as `policy_loss_terms`, plus `kl_weight`, the weight of the KL term.
+  Args:
+    *inputs: `policy_loss_terms`'s arrays (logp_new, logp_old, logp_ref,
+      advantages, member_mask, is_expert).
+    kl_weight: the weight of the KL term.
+    **options: `policy_loss_terms`'s keyword options (clip_eps, kl_clip, ...).
 
   Returns:
     (scalar loss, metrics), see `reduce_policy_loss`.
   """
-  terms = policy_loss_terms(
-    logp_new,
-    logp_old,
-    logp_ref,
-    advantages,
-    member_mask,
-    is_expert,
-    clip_eps=clip_eps,
-    kl_clip=kl_clip,
-    kl_on_experts=kl_on_experts,
-    luffy_shaping=luffy_shaping,
-    luffy_gamma=luffy_gamma,
-  )
+  logp_new, is_expert = inputs[0], inputs[5]
+  terms = policy_loss_terms(*inputs, **options)
   return reduce_policy_loss(terms, logp_new, is_expert, kl_weight)
 
 
@@ -230,11 +211,11 @@ def group_metrics(
   """Reward and group statistics of a rollout batch.
 
   Args:
-    rewards: [batch, N] float rewards.
-    member_mask: [batch, N] bool valid members.
-    is_expert: [batch, N] bool expert members.
-    sid_valid: [batch, N] bool sampler validity flag.
-    zero_spread: [batch] bool groups with zero reward spread.
+    rewards: [B, G+E] float rewards.
+    member_mask: [B, G+E] bool valid members.
+    is_expert: [B, G+E] bool expert members.
+    sid_valid: [B, G+E] bool sampler validity flag.
+    zero_spread: [B] bool groups with zero reward spread.
 
   Returns:
     `reward_mean_sampled`, `reward_std_sampled`, `reward_mean_expert`,

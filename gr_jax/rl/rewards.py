@@ -11,7 +11,7 @@ matches, in this order (the values are not added up):
 
 A SID matching a logged item is a real item's SID, so rules 1-3 take precedence
 over the sampler's validity flag: an item-pool restriction of the trie never
-hides a click. Logged sets are [batch, M, L] SID arrays with a [batch, M] mask
+hides a click. Logged sets are [B, M, L] SID arrays with a [B, M] mask
 (padding rows masked out); SIDs are compared by equality of all L levels.
 """
 
@@ -47,25 +47,25 @@ def sid_in_set(sids: jnp.ndarray, logged: jnp.ndarray, logged_mask: jnp.ndarray)
   """Whether each SID equals (on all levels) one of the unmasked logged SIDs of its row.
 
   Args:
-    sids: [batch, N, L] int SID codes.
-    logged: [batch, M, L] int SID codes of a logged set.
-    logged_mask: [batch, M] bool, False on padding rows.
+    sids: [B, G+E, L] int SID codes.
+    logged: [B, M, L] int SID codes of a logged set.
+    logged_mask: [B, M] bool, False on padding rows.
 
   Returns:
-    [batch, N] bool.
+    [B, G+E] bool.
 
   Raises:
     ValueError: when the shapes do not line up.
   """
   if sids.ndim != 3 or logged.ndim != 3:
-    raise ValueError(f"sid_in_set: sids {sids.shape} and logged {logged.shape} must be [B, N, L]")
+    raise ValueError(f"sid_in_set: sids {sids.shape} and logged {logged.shape} must be [B, G+E, L]")
   if sids.shape[0] != logged.shape[0] or sids.shape[2] != logged.shape[2]:
     raise ValueError(
       f"sid_in_set: sids {sids.shape} and logged {logged.shape} differ in batch or levels"
     )
   if logged_mask.shape != logged.shape[:2]:
     raise ValueError(f"sid_in_set: logged_mask {logged_mask.shape} != {logged.shape[:2]}")
-  # [batch, N, M]: all levels equal.
+  # [B, G+E, M]: all levels equal.
   equal = jnp.all(sids[:, :, None, :] == logged[:, None, :, :], axis=-1)
   return jnp.any(equal & logged_mask[:, None, :], axis=-1)
 
@@ -84,14 +84,14 @@ def logged_feedback_rewards(
   """Reward of each sampled SID, first matching tier wins (see the module docstring).
 
   Args:
-    sampled: [batch, G, L] int SID codes.
-    sample_valid: [batch, G] bool, True when the SID exists in the item pool.
-    purchased, clicked, exposed: [batch, M_*, L] int SIDs of the logged items.
-    purchased_mask, clicked_mask, exposed_mask: [batch, M_*] bool, False on padding.
+    sampled: [B, G, L] int SID codes.
+    sample_valid: [B, G] bool, True when the SID exists in the item pool.
+    purchased, clicked, exposed: [B, M_*, L] int SIDs of the logged items.
+    purchased_mask, clicked_mask, exposed_mask: [B, M_*] bool, False on padding.
     values: reward of each tier; defaults to `RewardValues()` (gin-configurable).
 
   Returns:
-    [batch, G] float32 rewards.
+    [B, G] float32 rewards.
 
   Raises:
     ValueError: when `sample_valid` does not match `sampled`.
@@ -101,9 +101,9 @@ def logged_feedback_rewards(
     raise ValueError(
       f"logged_feedback_rewards: sample_valid {sample_valid.shape} != sampled {sampled.shape[:2]}"
     )
-  in_purchased = sid_in_set(sampled, purchased, purchased_mask)  # [batch, G]
-  in_clicked = sid_in_set(sampled, clicked, clicked_mask)  # [batch, G]
-  in_exposed = sid_in_set(sampled, exposed, exposed_mask)  # [batch, G]
+  in_purchased = sid_in_set(sampled, purchased, purchased_mask)  # [B, G]
+  in_clicked = sid_in_set(sampled, clicked, clicked_mask)  # [B, G]
+  in_exposed = sid_in_set(sampled, exposed, exposed_mask)  # [B, G]
   # Nested where from the lowest tier up: the outermost (purchase) wins.
   reward = jnp.where(sample_valid, values.valid, values.invalid)
   reward = jnp.where(in_exposed, values.exposure, reward)

@@ -180,7 +180,7 @@ class TextVocab:
     return [np.asarray(ids, np.int32) for ids in self._processor.encode(texts, out_type=int)]
 
   def encode_padded(self, texts: Sequence[str], max_len: int, pad_id: int = -1) -> np.ndarray:
-    """Texts -> [N, max_len] int32 piece ids, truncated, right-padded with `pad_id`.
+    """Texts -> [texts, max_len] int32 piece ids, truncated, right-padded with `pad_id`.
 
     Padding is -1 by default (as the data schema's id lists), so it can never be
     confused with a piece once `TokenLayout.text_tokens` adds its offset: mask
@@ -193,7 +193,7 @@ class TextVocab:
     if max_len < 1:
       raise ValueError(f"text vocab {self.path}: encode_padded max_len must be >= 1, got {max_len}")
     pieces = self.encode(texts)
-    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [N, max_len]
+    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [texts, max_len]
     for row, ids in enumerate(pieces):
       ids = ids[:max_len]
       padded[row, : len(ids)] = ids

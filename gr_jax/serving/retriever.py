@@ -15,11 +15,13 @@ import gin
 import jax
 import numpy as np
 
-from gr_jax.data.token_layout import PAD_ID, TokenLayout
+from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import beam_search as beam_lib
 from gr_jax.decoding import trie as trie_lib
 from gr_jax.eval import metrics
 from gr_jax.models import decoder
+from gr_jax.models.generator import Generator
+from gr_jax.models.token_layout import PAD_ID, TokenLayout
 from gr_jax.sid import tables
 from gr_jax.train import partitioning
 
@@ -113,3 +115,29 @@ class Retriever:
 
   def __eq__(self, other):
     return self is other
+
+
+def generator_retriever(
+  generator: Generator, params, sid_tables: tables.SidTables, efficiency_score, *, mesh, rules
+) -> Retriever:
+  """A Retriever over `generator` with `params` (e.g. an RL policy's), on `mesh`."""
+  return Retriever(
+    params,
+    generator.model_config,
+    generator.layout,
+    sid_tables,
+    efficiency_score,
+    mesh=mesh,
+    rules=rules,
+  )
+
+
+def load_retriever(
+  workdir: str, tokenizer: str, stage: str, catalog, sid_artefacts, *, mesh=None, rules=None
+) -> tuple[Generator, Retriever]:
+  """(Generator, Retriever) of SFT stage `stage` of `tokenizer` in a work directory."""
+  generator, params = workdir_lib.load_generator(workdir_lib.sft_dir(workdir, tokenizer, stage))
+  retriever = generator_retriever(
+    generator, params, sid_artefacts.tables, catalog.efficiency_score, mesh=mesh, rules=rules
+  )
+  return generator, retriever

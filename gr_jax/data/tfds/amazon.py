@@ -13,12 +13,12 @@ Manual directory, first that is set: the `manual_dir` builder argument, TFDS's
 variable GR_JAX_AMAZON_DIR, then `../shared/data/amazon_scientific` relative to
 the repository root. Build with
 
-  python -c "from gr_jax.data import amazon_tfds; amazon_tfds.load_tfds_tables()"
+  python -c "from gr_jax.data.tfds import amazon as amazon_tfds; amazon_tfds.load_tfds_tables()"
 
 (both configs; `data_dir=` / `manual_dir=` as needed), or
 `tfds.builder('amazon_scientific/logs').download_and_prepare()` after importing
-this module, or `python -m gr_jax.data.build_tfds amazon_scientific --manual_dir=DIR`
-(gr_jax/data/build_tfds.py stands in for `tfds build`, whose 4.9.10 CLI imports
+this module, or `python -m gr_jax.data.tfds.build amazon_scientific --manual_dir=DIR`
+(gr_jax/data/tfds/build.py stands in for `tfds build`, whose 4.9.10 CLI imports
 apache_beam at start-up). `load_tfds_tables` reads any builder with these two
 configs back into (schema.Catalog, schema.SearchLogs), validating every row.
 """
@@ -29,10 +29,11 @@ import logging
 import os
 
 import gin
-import numpy as np
 import tensorflow_datasets as tfds
 
-from gr_jax.data import amazon, contracts, schema
+from gr_jax.data import contracts, schema
+from gr_jax.data.amazon import reader as amazon
+from gr_jax.data.tfds import features as contract_features
 
 MANUAL_DIR_ENV = "GR_JAX_AMAZON_DIR"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,35 +49,6 @@ def default_manual_dir() -> str:
 
 def _holds_files(path) -> bool:
   return path is not None and os.path.isfile(os.path.join(os.fspath(path), amazon.TEXT_FILE))
-
-
-def catalog_features() -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict(
-    {
-      "item_id": np.int64,
-      "title": tfds.features.Text(),
-      "category_path": tfds.features.Sequence(tfds.features.Text()),
-      "category_id": np.int64,
-      "brand": tfds.features.Text(),
-      "efficiency_score": np.float32,
-    }
-  )
-
-
-def log_features() -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict(
-    {
-      "request_id": np.int64,
-      "user_id": np.int64,
-      "user_profile": tfds.features.Tensor(shape=(2,), dtype=np.int64),
-      "recent_clicks": tfds.features.Sequence(np.int64),
-      "query": tfds.features.Text(),
-      "exposed": tfds.features.Sequence(np.int64),
-      "clicked": tfds.features.Sequence(np.int64),
-      "purchased": tfds.features.Sequence(np.int64),
-      "split": tfds.features.ClassLabel(names=list(schema.SPLITS)),
-    }
-  )
 
 
 class AmazonScientific(tfds.core.GeneratorBasedBuilder):
@@ -112,7 +84,9 @@ class AmazonScientific(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
       builder=self,
       description="Amazon Scientific (UniSRec 5-core) in the gr_jax data contract.",
-      features=catalog_features() if is_catalog else log_features(),
+      features=(
+        contract_features.catalog_features() if is_catalog else contract_features.log_features()
+      ),
       homepage="https://nijianmo.github.io/amazon/",
       disable_shuffling=True,
       citation=(
@@ -140,44 +114,9 @@ class AmazonScientific(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, table, split: str):
     if isinstance(table, schema.Catalog):
-      yield from self._generate_items(table)
+      yield from contract_features.catalog_examples(table)
     else:
-      yield from self._generate_requests(table, split)
-
-  def _generate_items(self, catalog: schema.Catalog):
-    for item in range(catalog.num_items):
-      yield (
-        item,
-        {
-          "item_id": item,
-          "title": catalog.title[item],
-          "category_path": list(catalog.category_path[item]),
-          "category_id": int(catalog.category_id[item]),
-          "brand": catalog.brand[item],
-          "efficiency_score": float(catalog.efficiency_score[item]),
-        },
-      )
-
-  def _generate_requests(self, logs: schema.SearchLogs, split: str):
-    for row in range(logs.num_requests):
-
-      def ids(table, row=row):
-        return table[row][table[row] != schema.PAD_ITEM].astype(np.int64)
-
-      yield (
-        int(logs.request_id[row]),
-        {
-          "request_id": int(logs.request_id[row]),
-          "user_id": int(logs.user_id[row]),
-          "user_profile": logs.user_profile[row].astype(np.int64),
-          "recent_clicks": ids(logs.recent_clicks),
-          "query": logs.query[row],
-          "exposed": ids(logs.exposed),
-          "clicked": ids(logs.clicked),
-          "purchased": ids(logs.purchased),
-          "split": split,
-        },
-      )
+      yield from contract_features.log_examples(table, split=split)
 
 
 @gin.configurable
@@ -203,7 +142,7 @@ def load_tfds_tables(
     (catalog, logs), validated.
 
   Raises:
-    schema.DataContractError: a row breaks the contract, naming
+    errors.DataContractError: a row breaks the contract, naming
       '<builder>/catalog' or '<builder>/logs', the example index and the field.
   """
   name, _, version = builder_name.partition(":")

@@ -1,9 +1,9 @@
 r"""Builds the gr_jax TFDS datasets: a beam-free stand-in for `tfds build`.
 
-    python -m gr_jax.data.build_tfds gr_jax_world/tiny_catalog gr_jax_world/tiny_logs \
+    python -m gr_jax.data.tfds.build gr_jax_world/tiny_catalog gr_jax_world/tiny_logs \
         --data_dir=~/tensorflow_datasets
-    python -m gr_jax.data.build_tfds amazon_scientific --manual_dir=../shared/data/amazon_scientific
-    python -m gr_jax.data.build_tfds --list
+    python -m gr_jax.data.tfds.build amazon_scientific --manual_dir=../shared/data/amazon_scientific
+    python -m gr_jax.data.tfds.build --list
 
 The `tfds build` command of tensorflow-datasets 4.9.10 cannot start here: its
 entry point (tensorflow_datasets/scripts/cli/main.py) imports the
@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # noqa: E402
 
-from gr_jax.data import schema  # noqa: E402
+from gr_jax import errors
 
 DATA_DIR = flags.DEFINE_string(
   "data_dir", None, "TFDS data dir to write to (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
@@ -87,7 +87,9 @@ class BuilderSpec:
 
 def builder_specs() -> dict[str, BuilderSpec]:
   """Our builders by TFDS name; importing their modules registers them with TFDS."""
-  from gr_jax.data import amazon, amazon_tfds, world_tfds
+  from gr_jax.data.amazon import reader as amazon
+  from gr_jax.data.tfds import amazon as amazon_tfds
+  from gr_jax.data.tfds import world as world_tfds
 
   specs = [
     BuilderSpec(world_tfds.GrJaxWorld),
@@ -272,7 +274,7 @@ def main(argv: list[str]) -> None:
       print("\n".join(list_lines()))
       return
     build(argv[1:], DATA_DIR.value, MANUAL_DIR.value, OVERWRITE.value)
-  except (BuildError, schema.DataContractError) as e:  # bad rows name file, row, field
+  except (BuildError, errors.DataContractError) as e:  # bad rows name file, row, field
     _fail(str(e).splitlines()[0])  # gin appends an "In call to configurable" line
 
 

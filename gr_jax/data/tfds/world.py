@@ -1,4 +1,4 @@
-"""TFDS builder for the built-in simulated world (gr_jax/data/world.py).
+"""TFDS builder for the built-in simulated world (gr_jax/data/world/simulator.py).
 
 One builder, `gr_jax_world`, two tables per world as separate configs, because
 the catalog and the search logs have different features (DESIGN.md, "Data
@@ -22,10 +22,10 @@ Build from Python (tests/world_tfds_test.py does this for tiny):
 
   GrJaxWorld(config="tiny_logs", data_dir=DIR).download_and_prepare()
 
-or from the command line with gr_jax/data/build_tfds.py, which stands in for
+or from the command line with gr_jax/data/tfds/build.py, which stands in for
 `tfds build` (tensorflow-datasets 4.9.10's CLI imports apache_beam at startup):
 
-  python -m gr_jax.data.build_tfds gr_jax_world/tiny_logs --data_dir=DIR
+  python -m gr_jax.data.tfds.build gr_jax_world/tiny_logs --data_dir=DIR
 
 Writing runs at about 3k examples per second on one CPU core, so medium (1M
 items, 1M requests) takes several minutes per table on top of generation.
@@ -40,7 +40,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gr_jax.data import schema
-from gr_jax.data import world as world_lib
+from gr_jax.data.tfds import features as contract_features
+from gr_jax.data.world import simulator as world_lib
 
 TABLES = ("catalog", "logs")
 CATALOG_SPLIT = "catalog"
@@ -91,74 +92,6 @@ def world_builder_config(preset: str, table: str, **overrides) -> WorldBuilderCo
   )
 
 
-def _catalog_features(latent_dim: int) -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict(
-    {
-      "item_id": np.int64,
-      "title": tfds.features.Text(),
-      "category_path": tfds.features.Sequence(tfds.features.Text()),
-      "category_id": np.int32,
-      "brand": tfds.features.Text(),
-      "efficiency_score": np.float32,
-      "features": tfds.features.Tensor(shape=(latent_dim,), dtype=np.float32),
-    }
-  )
-
-
-def _logs_features(latent_dim: int) -> tfds.features.FeaturesDict:
-  item_ids = tfds.features.Sequence(np.int64)
-  return tfds.features.FeaturesDict(
-    {
-      "request_id": np.int64,
-      "user_id": np.int32,
-      "user_profile": tfds.features.Tensor(shape=(2,), dtype=np.int32),
-      "recent_clicks": item_ids,
-      "query": tfds.features.Text(),
-      "exposed": item_ids,
-      "clicked": item_ids,
-      "purchased": item_ids,
-      "split": tfds.features.ClassLabel(names=schema.SPLITS),
-      "query_features": tfds.features.Tensor(shape=(latent_dim,), dtype=np.float32),
-    }
-  )
-
-
-def _catalog_examples(catalog: schema.Catalog):
-  for item in range(catalog.num_items):
-    yield (
-      item,
-      {
-        "item_id": item,
-        "title": catalog.title[item],
-        "category_path": list(catalog.category_path[item]),
-        "category_id": catalog.category_id[item],
-        "brand": catalog.brand[item],
-        "efficiency_score": catalog.efficiency_score[item],
-        "features": catalog.features[item],
-      },
-    )
-
-
-def _logs_examples(logs: schema.SearchLogs):
-  for row in range(logs.num_requests):
-    lists = {
-      name: (ids := getattr(logs, name)[row])[ids != schema.PAD_ITEM].astype(np.int64)
-      for name in ("recent_clicks", "exposed", "clicked", "purchased")
-    }
-    yield (
-      int(logs.request_id[row]),
-      {
-        "request_id": logs.request_id[row],
-        "user_id": logs.user_id[row],
-        "user_profile": logs.user_profile[row],
-        "query": logs.query[row],
-        "split": int(logs.split[row]),
-        "query_features": logs.query_features[row],
-        **lists,
-      },
-    )
-
-
 class GrJaxWorld(tfds.core.GeneratorBasedBuilder):
   """The built-in simulated e-commerce world: catalog and search logs."""
 
@@ -183,15 +116,15 @@ class GrJaxWorld(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     world_config = config.world_config()
     features = (
-      _catalog_features(world_config.latent_dim)
+      contract_features.catalog_features(np.int32, world_config.latent_dim)
       if config.table == "catalog"
-      else _logs_features(world_config.latent_dim)
+      else contract_features.log_features(np.int32, world_config.latent_dim)
     )
     metadata = tfds.core.MetadataDict(world_config=dataclasses.asdict(world_config))
     return tfds.core.DatasetInfo(
       builder=self,
       description=(
-        "Seeded simulated e-commerce world (gr_jax/data/world.py documents the "
+        "Seeded simulated e-commerce world (gr_jax/data/world/simulator.py documents the "
         f"generative model). {config.description}."
       ),
       features=features,
@@ -209,6 +142,8 @@ class GrJaxWorld(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, world: world_lib.World, split: str):
     """Yields (key, example): items by id, or one split's requests by time."""
     if split == CATALOG_SPLIT:
-      yield from _catalog_examples(world.catalog)
+      yield from contract_features.catalog_examples(world.catalog, with_features=True)
     else:
-      yield from _logs_examples(world.logs.split_rows(split))
+      yield from contract_features.log_examples(
+        world.logs.split_rows(split), np.int32, with_features=True
+      )

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 import gin
 import numpy as np
 
+from gr_jax import errors
 from gr_jax.data import contracts, schema
 
 TEXT_FILE = "Scientific.text"
@@ -317,7 +318,7 @@ def _read_table(path: str, columns: Sequence[str], header: bool, on_error: contr
   lines, numbers, decode_report = contracts.decode_utf8_lines(name, data, columns, on_error)
   if header:
     if not numbers.size or numbers[0] != 1 or not lines[0].startswith(columns[0]):
-      raise schema.contract_error(
+      raise errors.contract_error(
         name, 1, "header", f"expected a header line starting with '{columns[0]}'"
       )
     lines, numbers = lines[1:], numbers[1:]
@@ -341,16 +342,16 @@ def _read_index(path: str, on_error: contracts.OnError):
     key, value = keys[i], int(index[i])
     line = int(rows.row_numbers[i])
     if key in seen_key:
-      raise schema.contract_error(name, line, "key", f"{key!r} repeats line {seen_key[key]}")
+      raise errors.contract_error(name, line, "key", f"{key!r} repeats line {seen_key[key]}")
     if value in seen_index:
-      raise schema.contract_error(
+      raise errors.contract_error(
         name, line, "index", f"index {value} repeats line {seen_index[value]}"
       )
     seen_key[key], seen_index[value] = line, line
   count = len(seen_index)
   for value, line in seen_index.items():
     if value >= count:
-      raise schema.contract_error(
+      raise errors.contract_error(
         name, line, "index", f"index {value}: indices must be dense 0..{count - 1}"
       )
   kept = np.flatnonzero(rows.keep)
@@ -359,40 +360,13 @@ def _read_index(path: str, on_error: contracts.OnError):
 
 
 @gin.configurable
-def load_amazon_scientific(
-  data_dir: str,
-  on_error: contracts.OnError = "raise",
-  history_len: int = 50,
-  category_root: str = CATEGORY_ROOT,
-  query_skip_levels: int = 0,
-) -> tuple[schema.Catalog, schema.SearchLogs, AmazonInfo]:
-  """Loads Amazon Scientific into the contract tables.
-
-  Args:
-    data_dir: folder holding the Scientific.* files.
-    on_error: 'raise' stops at the first bad row; 'skip' drops bad rows and
-      counts them in info.skip_report. An item dropped from the catalog (bad
-      text) is removed and the remaining ids stay dense (ASIN order of
-      item2index kept); requests that mention it are dropped too.
-    history_len: width of recent_clicks (newest kept).
-    category_root: phrase every category path starts with.
-    query_skip_levels: leading category levels left out of pseudo-queries.
+def _read_items(data_dir: str, on_error, category_root: str, report: contracts.SkipReport):
+  """Item ids from item2index and their parsed texts; bad rows raise or are recorded.
 
   Returns:
-    (catalog, logs, info).
-
-  Raises:
-    schema.DataContractError: a row breaks the contract (raise mode), naming
-      file, line and field.
-    FileNotFoundError: a file is missing.
+    (ASIN -> listed index, ASIN -> item2index line, has_text [listed] bool,
+    parsed text per listed index (None without a valid text)).
   """
-  contracts.check_on_error(on_error)
-  if history_len <= 0:
-    raise ValueError(f"argument 'history_len' must be positive, got {history_len}")
-  start_time = time.perf_counter()
-  report = contracts.SkipReport(data_dir)
-
-  # Items: dense ids from item2index, text from Scientific.text.
   asin_to_index, item_lines, index_report = _read_index(
     os.path.join(data_dir, ITEM_INDEX_FILE), on_error
   )
@@ -444,7 +418,7 @@ def load_amazon_scientific(
     item_text[index_of_row[i]] = parsed[i]
   index_asin = sorted(asin_to_index, key=asin_to_index.get)
   for m in np.flatnonzero(~has_text):
-    error = schema.contract_error(
+    error = errors.contract_error(
       ITEM_INDEX_FILE,
       item_lines[index_asin[m]],
       "key",
@@ -453,27 +427,17 @@ def load_amazon_scientific(
     if on_error == "raise":
       raise error
     report.record("item without text", str(error))
-  # Old index -> new dense id (-1 for dropped items); identity when none dropped.
-  new_id = np.cumsum(has_text) - 1
-  new_id[~has_text] = -1
-  kept_items = np.flatnonzero(has_text)
-  num_items = len(kept_items)
-  entries = [item_text[i] for i in kept_items]
+  return asin_to_index, item_lines, has_text, item_text
 
-  categories = sorted({e.category for e in entries if e.category})
-  segments = recover_category_segments(categories, category_root)
-  category_names_sorted = sorted(categories, key=lambda c: segments[c])
-  category_index = {c: k for k, c in enumerate(category_names_sorted)}
-  category_path = np.empty(num_items, dtype=object)
-  category_path[:] = [segments[e.category] if e.category else () for e in entries]
-  nodes = {path[: k + 1] for path in segments.values() for k in range(len(path))}
 
-  # Users.
-  user_to_index, _, user_report = _read_index(os.path.join(data_dir, USER_INDEX_FILE), on_error)
-  report.merge(user_report)
-  num_users = len(user_to_index)
+def _read_requests(
+  data_dir: str, on_error, num_users: int, num_listed: int, new_id, report: contracts.SkipReport
+):
+  """The kept rows of the three .inter files, item ids mapped to dense catalog ids.
 
-  # Requests.
+  Returns:
+    (histories: list of [h] id arrays, targets, users, splits: per-split arrays).
+  """
   histories, targets, users, splits, row_reports = [], [], [], [], []
   for split_index, split in enumerate(schema.SPLITS):
     name = INTER_FILES[split]
@@ -523,15 +487,16 @@ def load_amazon_scientific(
     row_reports.append(rows.report)
   for r in row_reports:
     report.merge(r)
-  target = np.concatenate(targets).astype(np.int32)  # [R]
-  split = np.concatenate(splits)
-  num_requests = len(target)
+  return histories, targets, users, splits
 
+
+def _train_popularity(histories, target, users, split, num_items: int) -> np.ndarray:
+  """[N] train interactions per item."""
   # Popularity = train interactions per item. Train rows of one user are the
   # prefixes of one sequence, so that sequence is the user's longest train
   # history plus its target.
   train = np.flatnonzero(split == schema.SPLITS.index("train"))
-  train_users = np.concatenate(users)[train]
+  train_users = users[train]
   lengths = np.array([len(histories[i]) for i in train], np.int64)
   longest = {}
   for row, u, n in zip(train, train_users, lengths):
@@ -541,6 +506,78 @@ def load_amazon_scientific(
   popularity = np.bincount(
     np.concatenate(interactions or [np.zeros(0, np.int64)]).astype(np.int64), minlength=num_items
   )
+
+  return popularity
+
+
+def load_amazon_scientific(
+  data_dir: str,
+  on_error: contracts.OnError = "raise",
+  history_len: int = 50,
+  category_root: str = CATEGORY_ROOT,
+  query_skip_levels: int = 0,
+) -> tuple[schema.Catalog, schema.SearchLogs, AmazonInfo]:
+  """Loads Amazon Scientific into the contract tables.
+
+  Args:
+    data_dir: folder holding the Scientific.* files.
+    on_error: 'raise' stops at the first bad row; 'skip' drops bad rows and
+      counts them in info.skip_report. An item dropped from the catalog (bad
+      text) is removed and the remaining ids stay dense (ASIN order of
+      item2index kept); requests that mention it are dropped too.
+    history_len: width of recent_clicks (newest kept).
+    category_root: phrase every category path starts with.
+    query_skip_levels: leading category levels left out of pseudo-queries.
+
+  Returns:
+    (catalog, logs, info).
+
+  Raises:
+    errors.DataContractError: a row breaks the contract (raise mode), naming
+      file, line and field.
+    FileNotFoundError: a file is missing.
+  """
+  contracts.check_on_error(on_error)
+  if history_len <= 0:
+    raise ValueError(f"argument 'history_len' must be positive, got {history_len}")
+  start_time = time.perf_counter()
+  report = contracts.SkipReport(data_dir)
+
+  # Items: dense ids from item2index, text from Scientific.text.
+  asin_to_index, item_lines, has_text, item_text = _read_items(
+    data_dir, on_error, category_root, report
+  )
+  num_listed = len(asin_to_index)
+  index_asin = sorted(asin_to_index, key=asin_to_index.get)
+  # Old index -> new dense id (-1 for dropped items); identity when none dropped.
+  new_id = np.cumsum(has_text) - 1
+  new_id[~has_text] = -1
+  kept_items = np.flatnonzero(has_text)
+  num_items = len(kept_items)
+  entries = [item_text[i] for i in kept_items]
+
+  categories = sorted({e.category for e in entries if e.category})
+  segments = recover_category_segments(categories, category_root)
+  category_names_sorted = sorted(categories, key=lambda c: segments[c])
+  category_index = {c: k for k, c in enumerate(category_names_sorted)}
+  category_path = np.empty(num_items, dtype=object)
+  category_path[:] = [segments[e.category] if e.category else () for e in entries]
+  nodes = {path[: k + 1] for path in segments.values() for k in range(len(path))}
+
+  # Users.
+  user_to_index, _, user_report = _read_index(os.path.join(data_dir, USER_INDEX_FILE), on_error)
+  report.merge(user_report)
+  num_users = len(user_to_index)
+
+  # Requests.
+  histories, targets, users, splits = _read_requests(
+    data_dir, on_error, num_users, num_listed, new_id, report
+  )
+  target = np.concatenate(targets).astype(np.int32)  # [R]
+  split = np.concatenate(splits)
+  num_requests = len(target)
+
+  popularity = _train_popularity(histories, target, np.concatenate(users), split, num_items)
 
   catalog = schema.Catalog(
     title=np.array([e.title for e in entries], dtype=object),

@@ -315,7 +315,7 @@ def _next_power_of_two(n: int) -> int:
 
 
 class TextEncoder:
-  """Encodes texts into [N, 384] unit-norm float32 MiniLM-L6 sentence embeddings."""
+  """Encodes texts into [texts, 384] unit-norm float32 MiniLM-L6 sentence embeddings."""
 
   def __init__(self, config: TextEncoderConfig | None = None):
     """Loads the tokenizer and weights.
@@ -389,7 +389,7 @@ class TextEncoder:
       show_progress: draw a progress bar; None uses the config's.
 
     Returns:
-      [N, embedding_dim] float32, unit norm rows, in the order of `texts`.
+      [texts, embedding_dim] float32, unit norm rows, in the order of `texts`.
 
     Raises:
       TypeError: `texts` is not a sequence of str.
@@ -400,7 +400,7 @@ class TextEncoder:
     if batch_size < 1:
       raise ValueError(f"text encoder: batch_size must be >= 1, got {batch_size}")
     show_progress = self.config.show_progress if show_progress is None else show_progress
-    embeddings = np.zeros((len(texts), self.embedding_dim), np.float32)  # [N, embed]
+    embeddings = np.zeros((len(texts), self.embedding_dim), np.float32)  # [texts, embedding_dim]
     if not texts:
       return embeddings
 
@@ -449,7 +449,7 @@ class TextEncoder:
       show_progress: as in `encode`.
 
     Returns:
-      [N, embedding_dim] float32, as `encode(texts)`.
+      [texts, embedding_dim] float32, as `encode(texts)`.
 
     Raises:
       TypeError: `texts` is not a sequence of str.

@@ -1,0 +1,29 @@
+"""User-facing errors: a mistake in what the user asked for, shown as one line with exit 2.
+
+`gr_jax.main` turns any `UserError` into `error: <message>` on stderr and exit
+status 2. The subclasses say where the mistake sits; every message names the
+file, row, field, flag or binding at fault and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+  """A mistake in what the user asked for (config, data, paths), to be shown in one line."""
+
+
+class GinConfigError(UserError):
+  """A gin file or binding is wrong; the message names it."""
+
+
+class DataContractError(UserError):
+  """A row breaks the data contract; the message names dataset, row and field."""
+
+
+class DistributedConfigError(UserError):
+  """The multi-host environment variables are inconsistent; the message names them."""
+
+
+def contract_error(dataset: str, row: int | str, field: str, problem: str) -> DataContractError:
+  """The error for one bad field of one row of `dataset`."""
+  return DataContractError(f"{dataset}: row {row}: field '{field}': {problem}")

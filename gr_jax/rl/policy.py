@@ -1,0 +1,93 @@
+"""The generator seen as an RL policy: training examples from the logs, sampling,
+teacher-forced log-probs, and the trainer hook that rolls out one group per request.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from gr_jax.data import schema
+from gr_jax.decoding import sampling
+from gr_jax.eval import protocol
+from gr_jax.models import decoder
+from gr_jax.models import generator as generator_lib
+from gr_jax.rl import eg_grpo
+from gr_jax.train import partitioning
+
+
+def feedback_sids(items: np.ndarray, item_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """[B, M] item ids (PAD_ITEM-padded) -> ([B, M, L] SIDs, [B, M] mask)."""
+  mask = items != schema.PAD_ITEM
+  return item_sid[np.maximum(items, 0)].astype(np.int32), mask
+
+
+def rl_examples(
+  catalog, logs, item_sid, vocab, generator: generator_lib.Generator, split: str = "train"
+):
+  """Prompts and logged feedback of every `split` request with at least one click."""
+  rows = np.flatnonzero((logs.split == schema.SPLITS.index(split)) & (logs.clicked >= 0).any(-1))
+  selected = logs.select(rows)
+  prompts = protocol.request_prompts("uq2sid", catalog, selected, split, item_sid, vocab, generator)
+  arrays = {"prompt": prompts}
+  for name in ("purchased", "clicked", "exposed"):
+    arrays[name], arrays[f"{name}_mask"] = feedback_sids(getattr(selected, name), item_sid)
+  return arrays
+
+
+class PolicyFunctions:
+  """The generator seen as an RL policy: sampling and teacher-forced log-probs."""
+
+  def __init__(self, generator: generator_lib.Generator, config: eg_grpo.EgGrpoConfig, trie):
+    self.generator = generator
+    self.config = config
+    self.trie = trie
+
+  def logprob(self, params, batch, sids):
+    """[B, G, L] SID codes -> [B, G, L] log p(token | prompt, earlier SID tokens)."""
+    return generator_lib.sequence_log_probs(params, self.generator, batch["prompt"], sids)
+
+  def sample(self, params, batch, rng):
+    """G SIDs per prompt from the current policy -> ([B, G, L] codes, [B, G] valid)."""
+    layout, cfg = self.generator.layout, self.generator.model_config
+    prompts = batch["prompt"]
+    max_len = prompts.shape[1] + layout.num_sid_levels
+    first_logits, cache = decoder.prefill(params, cfg, prompts, max_len)
+    step_fn = lambda tokens, c: decoder.extend(params, cfg, tokens, c)
+    samples = sampling.sample_sids(
+      step_fn,
+      first_logits,
+      cache,
+      rng,
+      layout=layout,
+      num_samples=self.config.group_size,
+      temperature=self.config.temperature,
+      mode="trie" if self.config.constrained_sampling else "level_range",
+      trie=self.trie,
+    )
+    return samples.codes, samples.valid
+
+
+def make_prepare_batch(config, policy: PolicyFunctions, reference, mesh, rules, seed: int):
+  """The trainer's `prepare_batch` hook: one jitted rollout per step, keyed by the step.
+
+  One update per rollout: the old policy is the current one. Keyed by the step, so a
+  resumed run draws the same samples as the uninterrupted one.
+  """
+  rollout_fn = eg_grpo.make_rollout(config, policy.sample, policy.logprob)
+  replicated = partitioning.replicated(mesh)
+
+  # Every rollout field is batch-major: keep them on the trainer's batch sharding.
+  @functools.partial(jax.jit, out_shardings=partitioning.batch_sharding(mesh, rules))
+  def rollout(params, batch, key, step):
+    return rollout_fn(params, reference, batch, jax.random.fold_in(key, step))
+
+  with jax.transfer_guard("allow"):
+    rollout_key = jax.device_put(jax.random.key(seed + 7), replicated)
+
+  def prepare_batch(state, batch, step):
+    return rollout(state.params, batch, rollout_key, jax.device_put(np.int32(step), replicated))
+
+  return prepare_batch
