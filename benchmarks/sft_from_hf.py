@@ -33,9 +33,9 @@ from safetensors.numpy import save_file
 
 from benchmarks import common
 from benchmarks.train_throughput import sft_batch
-from gr_jax.data import hf_tokenizer_vocab
-from gr_jax.models.token_layout import TokenLayout
+from gr_jax.data.text import hf_vocab as hf_tokenizer_vocab
 from gr_jax.models import decoder, hf_qwen, sft_task
+from gr_jax.models.token_layout import TokenLayout
 from gr_jax.train import partitioning
 from gr_jax.train import trainer as trainer_lib
 

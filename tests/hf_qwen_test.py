@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from gr_jax.data.text import hf_vocab as hf_tokenizer_vocab
-from gr_jax.models.token_layout import TokenLayout
 from gr_jax.models import decoder, hf_qwen
+from gr_jax.models.token_layout import TokenLayout
 from gr_jax.train import partitioning
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"

@@ -119,7 +119,7 @@ def score_generator(
 
 
 def evaluate_policy(retriever, generator, catalog, logs, item_sid, vocab, requests, beams) -> dict:
-  """clk@k / exp@k (with intervals) of a personalized generator on the evaluate job's test sample."""
+  """clk@k / exp@k (with intervals) of a personalized generator on the evaluation test sample."""
   sample = logs.select(sample_requests(logs, "test", requests, seed=0))
   prompts = request_prompts("uq2sid", catalog, sample, "test", item_sid, vocab, generator)
   values = score_generator(retriever, prompts, sample, item_sid, beams, truncation_items=1000)

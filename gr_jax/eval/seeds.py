@@ -18,11 +18,11 @@ import os
 
 import numpy as np
 
-from gr_jax import io_utils
+from gr_jax import errors, io_utils
 from gr_jax.eval import report, stats, tables
 
 
-class SeedsError(ValueError):
+class SeedsError(errors.UserError):
   """The seed work directories cannot be compared; the message names the directory."""
 
 

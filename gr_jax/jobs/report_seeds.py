@@ -13,17 +13,14 @@ import os
 
 import gin
 
-from gr_jax import gin_utils, io_utils
+from gr_jax import io_utils
 from gr_jax.eval import seeds
 
 
 @gin.configurable
 def report_seeds(workdir: str, seed_workdirs: tuple[str, ...] = gin.REQUIRED, split: str = "test"):
   """Combines the seeds' evaluations; returns the combined results dict."""
-  try:
-    combined = seeds.combine(seed_workdirs, split)
-  except seeds.SeedsError as e:
-    raise gin_utils.UserError(str(e)) from e
+  combined = seeds.combine(seed_workdirs, split)
   text = seeds.render(combined)
   out_dir = os.path.join(workdir, "eval_seeds", split)
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), combined)

@@ -2,10 +2,12 @@
 
 Each step samples G SIDs per request from the current policy, adds K expert SIDs
 from the request's logged clicks / exposures, rewards the group from the logged
-feedback, and takes one clipped-ratio update with a k3 KL to the frozen SFT model
-(gr_jax/rl). It runs through the generic trainer: sharded, checkpointed and
-resumable; the rollout is the trainer's `prepare_batch` hook, keyed by the step,
-so a resumed run repeats the uninterrupted run's rollouts. At the end it writes
+feedback, and takes clipped-ratio updates with a k3 KL to the frozen SFT model
+(gr_jax/rl): `UpdateSchedule.epochs` x `UpdateSchedule.minibatches` updates per
+rollout batch (one by default, gr_jax/rl/updates.py). It runs through the generic
+trainer: sharded, checkpointed and resumable; the rollout is the trainer's
+`prepare_batch` hook, keyed by the step, so a resumed run repeats the
+uninterrupted run's rollouts. At the end it writes
 clk@k / exp@k of the policy on the evaluation sample to metrics.json.
 """
 
@@ -24,7 +26,7 @@ from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
 from gr_jax.eval import protocol
 from gr_jax.models import decoder
-from gr_jax.rl import eg_grpo, policy
+from gr_jax.rl import eg_grpo, policy, updates
 from gr_jax.serving.retriever import generator_retriever
 from gr_jax.train import batching, optim, partitioning, trainer
 
@@ -83,8 +85,13 @@ def train_rl(
     schedule=schedule,
     optimizer=optim.make_optimizer(schedule),
   )
-  prepare_batch = policy.make_prepare_batch(config, policy_fns, reference, mesh, rules, seed)
-  result = runner.fit(batching.epoch_batches(arrays, batch_size, seed), prepare_batch=prepare_batch)
+  schedule = updates.UpdateSchedule()
+  schedule.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
+  prepare_batch = policy.make_prepare_batch(
+    config, policy_fns, reference, mesh, rules, seed, schedule
+  )
+  batches = updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), schedule)
+  result = runner.fit(batches, prepare_batch=prepare_batch)
   runner.close()
   if result.preempted:
     return {"preempted": True}

@@ -48,8 +48,8 @@ import jax
 import numpy as np
 from safetensors import safe_open
 
-from gr_jax.models.token_layout import TokenLayout
 from gr_jax.models import decoder
+from gr_jax.models.token_layout import TokenLayout
 from gr_jax.train import checkpoints
 
 CONFIG_FILE = "config.json"

@@ -14,7 +14,7 @@ from gr_jax.decoding import sampling
 from gr_jax.eval import protocol
 from gr_jax.models import decoder
 from gr_jax.models import generator as generator_lib
-from gr_jax.rl import eg_grpo
+from gr_jax.rl import eg_grpo, updates
 from gr_jax.train import partitioning
 
 
@@ -70,24 +70,52 @@ class PolicyFunctions:
     return samples.codes, samples.valid
 
 
-def make_prepare_batch(config, policy: PolicyFunctions, reference, mesh, rules, seed: int):
-  """The trainer's `prepare_batch` hook: one jitted rollout per step, keyed by the step.
+def make_prepare_batch(
+  config,
+  policy: PolicyFunctions,
+  reference,
+  mesh,
+  rules,
+  seed: int,
+  schedule: updates.UpdateSchedule | None = None,
+):
+  """The trainer's `prepare_batch` hook: one jitted rollout per cycle, one minibatch per step.
 
-  One update per rollout: the old policy is the current one. Keyed by the step, so a
-  resumed run draws the same samples as the uninterrupted one.
+  A cycle is `schedule.updates_per_rollout` steps (gr_jax/rl/updates.py); with the
+  default schedule every step is a cycle, so the old policy is the current one.
+  Rollouts are keyed by the cycle and minibatch permutations by (cycle, epoch), so
+  a resumed run draws the same samples as the uninterrupted one.
   """
+  schedule = schedule or updates.UpdateSchedule()
   rollout_fn = eg_grpo.make_rollout(config, policy.sample, policy.logprob)
   replicated = partitioning.replicated(mesh)
-
   # Every rollout field is batch-major: keep them on the trainer's batch sharding.
-  @functools.partial(jax.jit, out_shardings=partitioning.batch_sharding(mesh, rules))
-  def rollout(params, batch, key, step):
-    return rollout_fn(params, reference, batch, jax.random.fold_in(key, step))
+  batch_sharding = partitioning.batch_sharding(mesh, rules)
+
+  @functools.partial(jax.jit, out_shardings=batch_sharding)
+  def rollout(params, batch, key, cycle):
+    return rollout_fn(params, reference, batch, jax.random.fold_in(key, cycle))
+
+  @functools.partial(jax.jit, out_shardings=batch_sharding)
+  def select(rollout_batch, key, cycle, epoch, index):
+    key = jax.random.fold_in(jax.random.fold_in(key, cycle), epoch)
+    return updates.select_minibatch(
+      rollout_batch, key, minibatches=schedule.minibatches, index=index
+    )
 
   with jax.transfer_guard("allow"):
     rollout_key = jax.device_put(jax.random.key(seed + 7), replicated)
+    order_key = jax.device_put(jax.random.key(seed + 11), replicated)
 
-  def prepare_batch(state, batch, step):
-    return rollout(state.params, batch, rollout_key, jax.device_put(np.int32(step), replicated))
+  def on_device(value: int):
+    return jax.device_put(np.int32(value), replicated)
 
-  return prepare_batch
+  def draw(params, batch, cycle):
+    return rollout(params, batch, rollout_key, on_device(cycle))
+
+  def pick(rollout_batch, cycle, epoch, minibatch):
+    if schedule.minibatches == 1:
+      return rollout_batch
+    return select(rollout_batch, order_key, *map(on_device, (cycle, epoch, minibatch)))
+
+  return updates.RolloutCycles(schedule, draw, pick)

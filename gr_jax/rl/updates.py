@@ -27,6 +27,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from gr_jax import errors
+
 Batch = dict[str, Any]
 
 
@@ -59,10 +61,10 @@ class UpdateSchedule:
     return cycle, epoch, minibatch
 
   def check_batch(self, batch_size: int, data_ways: int) -> None:
-    """Raises ValueError unless minibatches split the batch evenly over the data axes."""
+    """Raises UserError unless minibatches split the batch evenly over the data axes."""
     size, rest = divmod(batch_size, self.minibatches)
     if rest or size % data_ways:
-      raise ValueError(
+      raise errors.UserError(
         f"UpdateSchedule.minibatches={self.minibatches} must cut the rollout batch of "
         f"{batch_size} into equal minibatches that are multiples of the {data_ways} "
         "data-parallel devices"

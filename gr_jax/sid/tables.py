@@ -14,7 +14,7 @@ Layout of WORKDIR/sid/ (all written into a temp dir, then renamed into place):
                         TwoTowerConfig fields) whose item tower maps raw text
                         features to the tokenizer's input features
 
-SIDs here are codes (0-based per level); `data.token_layout.TokenLayout` with
+SIDs here are codes (0-based per level); `models.token_layout.TokenLayout` with
 `sid_level_sizes = level_sizes` turns them into generator token ids.
 """
 
