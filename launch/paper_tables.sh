@@ -10,7 +10,8 @@
 # Finished stages are reused, so rerunning the same command resumes.
 #   SEEDS="0 1 2"  SETTINGS="default informative_titles high_ambiguity"
 #   TOKENIZERS_default="cq_sid rqvae cq_sid_wo_cate cq_sid_wo_qi" (others: cq_sid rqvae)
-#   VALID_REQUESTS=2000  TEST_REQUESTS=5000
+#   VALID_REQUESTS=1000  TEST_REQUESTS=5000
+#   TRUNCATION_BEAMS="150,200,250"  TRUNCATION_SEEDS="0 1 2" (seeds that get the Table 2 grid)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/_venv.sh"
@@ -29,8 +30,7 @@ declare -A tokenizers=(
 # table beams. A fine grid near beam 100 for "half the beams"; beams whose union
 # passes 1,000 items for Table 2.
 evaluation=(
-  --gin_bindings="evaluate.curve_beam_sizes=(1,10,20,30,40,50,60,70,80,90,100)"
-  --gin_bindings="evaluate.truncation_beam_sizes=(150,200,250,300)"
+  --gin_bindings="evaluate.curve_beam_sizes=(1,10,50,60,70,80,90,100)"
   --gin_bindings="evaluate.curve_tokenizers=('cq_sid','rqvae')"
 )
 for name in ${SETTINGS:-default informative_titles high_ambiguity}; do
@@ -42,8 +42,17 @@ for name in ${SETTINGS:-default informative_titles high_ambiguity}; do
     seeded="train_tokenizer.seed=$seed;train_sft.seed=$seed;TrainerConfig.seed=$seed"
     WORKDIR="$workdir" TOKENIZERS="${tokenizers[$name]}" EVAL=0 \
       GIN_BINDINGS="${settings[$name]:+${settings[$name]};}$seeded" bash "$here/quickstart.sh"
+    truncation="()"
+    if [[ " ${TRUNCATION_SEEDS:-${SEEDS:-0 1 2}} " == *" $seed "* ]]; then
+      truncation="(${TRUNCATION_BEAMS:-150,200,250})"
+    fi
     for split in valid test; do
-      requests="$([ "$split" = valid ] && echo "${VALID_REQUESTS:-2000}" || echo "${TEST_REQUESTS:-5000}")"
+      requests="${TEST_REQUESTS:-5000}"
+      kinds="('semantic','personalized')"
+      if [ "$split" = valid ]; then
+        requests="${VALID_REQUESTS:-1000}"
+        kinds="('semantic',)"  # valid chooses semantic beams only
+      fi
       if [ -f "$workdir/eval/$split/metrics.json" ]; then
         echo "[paper_tables] $workdir: $split already evaluated"
         continue
@@ -52,7 +61,8 @@ for name in ${SETTINGS:-default informative_titles high_ambiguity}; do
       "$VENV_PY" -m gr_jax.main --workdir="$workdir" --gin_file=runs/evaluate.gin \
         --gin_file=runs/quickstart.gin "${evaluation[@]}" \
         --gin_bindings="evaluate.tokenizers=$tok_tuple" --gin_bindings="evaluate.split='$split'" \
-        --gin_bindings="evaluate.max_requests=$requests"
+        --gin_bindings="evaluate.max_requests=$requests" --gin_bindings="evaluate.kinds=$kinds" \
+        --gin_bindings="evaluate.truncation_beam_sizes=$truncation"
     done
     dirs+=("'$workdir'")
   done

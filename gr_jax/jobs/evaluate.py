@@ -49,12 +49,14 @@ def evaluate(
   seed: int = 0,
   bootstrap_resamples: int = 2000,
   curve_tokenizers: tuple[str, ...] | None = None,
+  kinds: tuple[str, ...] = ("semantic", "personalized"),
 ):
   """Runs the evaluation described in the module docstring; returns the results dict.
 
   Tokenizers outside `curve_tokenizers` (default: all) are scored at `beam_sizes`
   only (the ablation rows of Table 1). On test, once valid has chosen its beams,
   the semantic generators are scored at `beam_sizes` and the chosen beams only.
+  `kinds` picks the generators (valid needs only 'semantic': its choices are semantic).
   """
   protocol.check_split(split)
   catalog, logs = workdir_lib.load_data(workdir)
@@ -77,6 +79,8 @@ def evaluate(
     )
     beams_of_kind = {"semantic": semantic_beams, "personalized": beam_sizes}
     for kind, task in protocol.KINDS:
+      if kind not in kinds:
+        continue
       stage = stages[kind]
       if not os.path.exists(workdir_lib.sft_dir(workdir, name, stage)):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stage)
