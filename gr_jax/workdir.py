@@ -90,6 +90,13 @@ def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:
   return catalog, logs
 
 
+def load_world(workdir: str) -> simulator.World | None:
+  """The simulated world behind the run's data, with its latent truth; None for real data."""
+  if not os.path.exists(os.path.join(data_dir(workdir), simulator.MANIFEST)):
+    return None
+  return simulator.load_world(data_dir(workdir))
+
+
 def load_sid(workdir: str, tokenizer: str) -> tables.SidArtefacts:
   """Tokenizer `tokenizer`'s SID artefacts (tables, diagnostics, tokenizer variables)."""
   return tables.load_sid_artefacts(sid_dir(workdir, tokenizer))

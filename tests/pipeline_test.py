@@ -67,12 +67,15 @@ def test_pipeline_end_to_end(tmp_path):
     assert 0.0 <= curve[1]["hitrate"] <= curve[10]["hitrate"] <= 1.0
     low, high = curve[10]["ci"]["hitrate"]
     assert low <= curve[10]["hitrate"] <= high
+    # Served to the world's simulated users: expected clicks per request.
+    assert 0.0 < curve[10]["onclk"] <= 10.0 and curve[10]["onbuy"] <= curve[10]["onclk"]
   # The top-K cut binds at beam 30 (20 items kept of more reached).
   assert cq["semantic"][30]["share_over_truncation"] > 0.5
   text = (tmp_path / "eval" / "test" / "results.md").read_text()
   assert "Table 1 analogue" in text and "Table 3 analogue" in text and "Table 2 analogue" in text
   assert "paired relative difference against rqvae" in text
   assert "Beams chosen on valid, read on test" in text
+  assert "simulated online expected clicks per request" in text
   assert os.path.exists(tmp_path / "eval" / "test" / "hitrate_vs_beam.png")
   per_request = np.load(tmp_path / "eval" / "test" / "per_request.npz")
   assert per_request["cq_sid/semantic/clk@10"].shape == (results["requests"],)

@@ -18,18 +18,24 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from absl import logging
 
+from gr_jax import io_utils
 from gr_jax.data import schema, seqio_tasks
 from gr_jax.eval import metrics, stats
+from gr_jax.eval.online import OnlineWorld
 from gr_jax.sid import tables
 
 SPLITS = ("valid", "test")
 # (result key, SFT stage task) of the two evaluated generators.
 KINDS = (("semantic", "q2sid"), ("personalized", "uq2sid"))
 TARGET_SETS = (("clk", "clicked"), ("exp", "exposed"), ("purchase", "purchased"))
+# Per-request metrics with intervals: logged hitrates, the top-K hitrate, and the
+# simulated online clicks / purchases (worlds only).
+METRICS = ("clk", "exp", "purchase", "topk", "onclk", "onbuy")
 # Share of requests whose expanded union must exceed the truncation for a beam to
 # be a Table 2 operating point ("beams large enough to exceed 1,000 items").
 TRUNCATION_BINDING_SHARE = 0.5
@@ -80,14 +86,33 @@ def _shares_or_nan(hit: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def score_generator(
-  retriever, prompts: np.ndarray, logs: schema.SearchLogs, item_sid, beam_sizes, truncation_items
+  retriever,
+  prompts: np.ndarray,
+  logs: schema.SearchLogs,
+  item_sid,
+  beam_sizes,
+  truncation_items,
+  *,
+  online: OnlineWorld | None = None,
+  request_rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
   """Per-request values of one generator at each beam size.
+
+  Args:
+    retriever, prompts: the generator and its [B, T] prompts.
+    logs: the B sampled requests.
+    item_sid: [N, L] SID of every item.
+    beam_sizes: beams to decode at.
+    truncation_items: the top-K cut.
+    online: serve the channel's items to the world's simulated users as well.
+    request_rows: [B] rows of the sampled requests in the world's logs (with online).
 
   Returns:
     {'<metric>@<beam>': [B] float} for metric in clk, exp, purchase, topk (NaN where
     the request has no target of that kind), 'reached@<beam>' (distinct items the
-    beams expand to) and 'valid@<beam>' (share of beams that found a SID).
+    beams expand to) and 'valid@<beam>' (share of beams that found a SID); with
+    `online` also 'onclk@<beam>' / 'onbuy@<beam>', the expected clicks / purchases
+    when the channel's top `truncation_items` items (beam order) feed the ranker.
   """
   level_sizes = retriever.sid_tables.level_sizes
   values: dict[str, np.ndarray] = {}
@@ -105,6 +130,17 @@ def score_generator(
       order="efficiency",
     )
     values[f"topk@{beam}"] = _shares_or_nan(*metrics.item_hits(ranked, logs.clicked))
+    if online is not None:
+      served = metrics.ranked_items(
+        sids,
+        valid,
+        retriever.sid_tables,
+        retriever.efficiency_score,
+        max_items=truncation_items,
+      )
+      engagement = online.serve(request_rows, served)
+      values[f"onclk@{beam}"] = engagement["clicks"]
+      values[f"onbuy@{beam}"] = engagement["purchases"]
     values[f"reached@{beam}"] = metrics.reached_item_counts(sids, valid, retriever.sid_tables)
     values[f"valid@{beam}"] = valid.mean(-1)
     logging.info(
@@ -118,11 +154,13 @@ def score_generator(
   return values
 
 
-def evaluate_policy(retriever, generator, catalog, logs, item_sid, vocab, requests, beams) -> dict:
-  """clk@k / exp@k (with intervals) of a personalized generator on the evaluation test sample."""
-  sample = logs.select(sample_requests(logs, "test", requests, seed=0))
-  prompts = request_prompts("uq2sid", catalog, sample, "test", item_sid, vocab, generator)
-  values = score_generator(retriever, prompts, sample, item_sid, beams, truncation_items=1000)
+def evaluate_policy(
+  retriever, generator, catalog, logs, item_sid, vocab, requests, beams, online=None
+) -> dict:
+  """clk@k / exp@k (and online values) of a personalized generator on the test sample."""
+  rows = sample_requests(logs, "test", requests, seed=0)
+  sample = RequestSample("test", rows, logs.select(rows), catalog, vocab, online)
+  values = sample.score(retriever, generator, "uq2sid", item_sid, beams, 1000)
   return summarize(values, 1000, resamples=stats.RESAMPLES)
 
 
@@ -132,6 +170,53 @@ def sid_summary(sid_tables: tables.SidTables) -> dict:
     "num_sids": int(sid_tables.num_sids),
     "items_per_sid_mean": float(np.mean(sid_tables.sid_sizes)),
   }
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestSample:
+  """One split's sampled requests, ready to score generators on.
+
+  Attributes:
+    split: 'valid' or 'test'.
+    rows: [B] rows of the sampled requests in the run's logs.
+    logs: the sampled requests.
+    catalog: the run's catalog.
+    vocab: the run's text vocabulary (seqio).
+    online: the world's simulated users, or None (real data, or not asked for).
+  """
+
+  split: str
+  rows: np.ndarray
+  logs: schema.SearchLogs
+  catalog: schema.Catalog
+  vocab: object
+  online: OnlineWorld | None = None
+
+  def score(self, retriever, generator, task, item_sid, beam_sizes, truncation_items) -> dict:
+    """`score_generator` of one generator on this sample's prompts for `task`."""
+    prompts = request_prompts(
+      task, self.catalog, self.logs, self.split, item_sid, self.vocab, generator
+    )
+    logging.info("evaluate %s on %d %s requests", task, len(prompts), self.split)
+    return score_generator(
+      retriever,
+      prompts,
+      self.logs,
+      item_sid,
+      beam_sizes,
+      truncation_items,
+      online=self.online,
+      request_rows=self.rows,
+    )
+
+
+def load_choices(eval_dir: str) -> BeamChoices | None:
+  """The beams a valid run in `eval_dir` chose, or None."""
+  path = os.path.join(eval_dir, "valid", "metrics.json")
+  if not os.path.exists(path):
+    return None
+  raw = io_utils.read_json(path).get("choices")
+  return choices_from_json(raw) if raw else None
 
 
 def beams_of(values: dict[str, np.ndarray]) -> list[int]:
@@ -155,7 +240,9 @@ def summarize(
   out = {}
   for beam in beams_of(values):
     entry: dict = {"ci": {}}
-    for metric in ("clk", "exp", "purchase", "topk"):
+    for metric in METRICS:
+      if f"{metric}@{beam}" not in values:
+        continue
       kept = _finite(values[f"{metric}@{beam}"])
       if not kept.size:
         continue
@@ -189,7 +276,7 @@ def compare(
   system: dict[str, np.ndarray],
   baseline: dict[str, np.ndarray],
   *,
-  metrics_to_compare=("clk", "exp", "topk"),
+  metrics_to_compare=("clk", "exp", "topk", "onclk", "onbuy"),
   resamples: int,
   seed: int = 0,
 ) -> dict:
@@ -199,6 +286,8 @@ def compare(
     row = {}
     for metric in metrics_to_compare:
       key = f"{metric}@{beam}"
+      if key not in system or key not in baseline:
+        continue
       interval = paired_interval(system[key], baseline[key], resamples=resamples, seed=seed)
       if interval is not None:
         row[metric] = interval.to_json()

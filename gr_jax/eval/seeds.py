@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from gr_jax import errors, io_utils
-from gr_jax.eval import report, stats, tables
+from gr_jax.eval import protocol, report, stats, tables
 
 
 class SeedsError(errors.UserError):
@@ -75,7 +75,7 @@ def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) 
   rows: dict = {}
   for key in sorted(shared):
     method, kind, metric_at = key.split("/")
-    if metric_at.split("@")[0] not in ("clk", "exp", "purchase", "topk"):
+    if metric_at.split("@")[0] not in protocol.METRICS:
       continue
     per_seed = np.stack([v[key] for _, v in loaded])  # [seeds, B]
     averaged = per_seed.mean(0)  # [B], NaN where a request has no target of this kind
@@ -142,7 +142,7 @@ def _gain_cell(entry: dict | None) -> str:
 
 def _table(combined: dict, kind: str, metric: str, beams, title: str) -> list[str]:
   methods = [m for m, kinds in combined["rows"].items() if kind in kinds]
-  if not methods:
+  if not any(f"{metric}@{b}" in combined["rows"][m][kind] for m in methods for b in beams):
     return []
   columns = ["method"] + [f"{metric}@{b}" for b in beams]
   values, gains = [], []
@@ -188,6 +188,9 @@ def render(combined: dict) -> str:
   beams = combined["beam_sizes"]
   for kind, table in tables.KINDS:
     sections += _table(combined, kind, "clk", beams, f"{table} analogue: {kind} hitrate")
+  for metric, label in tables.ONLINE_METRICS:
+    for kind, _ in tables.KINDS:
+      sections += _table(combined, kind, metric, beams, f"{kind}: {label}")
   if combined["truncation_beam_sizes"]:
     sections += _table(
       combined,

@@ -47,8 +47,14 @@ def _verdict_cell(intervals) -> str:
   return f"{counts['win']} / {counts['tie']} / {counts['loss']}"
 
 
-def hitrate_tables(results: dict, metric: str = "hitrate") -> list[str]:
-  """Tables 1 and 3: each method's hitrate with its interval, then paired gains."""
+ONLINE_METRICS = (
+  ("onclk", "simulated online expected clicks per request"),
+  ("onbuy", "simulated online expected purchases per request"),
+)
+
+
+def hitrate_tables(results: dict, metric: str = "hitrate", label: str | None = None) -> list[str]:
+  """Tables 1 and 3: each method's `metric` with its interval, then paired gains."""
   baseline = results["baseline"]
   beams = results["beam_sizes"]
   sections = []
@@ -65,9 +71,8 @@ def hitrate_tables(results: dict, metric: str = "hitrate") -> list[str]:
       {"method": name, **{f"beam@{b}": _cell(curve, b, metric) for b in beams}}
       for name, curve in curves.items()
     ]
-    sections.append(
-      report.markdown_table(rows, columns, title=f"{table} analogue: {kind} {metric}")
-    )
+    title = f"{table} analogue: {kind} {metric}" if label is None else f"{kind}: {label}"
+    sections.append(report.markdown_table(rows, columns, title=title))
     gains = []
     for name in curves:
       comparison = results.get("comparisons", {}).get(name, {}).get(kind)
@@ -138,6 +143,8 @@ def selection_section(results: dict) -> list[str]:
     ref = choices["reference_beam"]
     lines = ["### Beams chosen on this split (read on test by the test run)", ""]
     for name, beam in choices["half_beams"].items():
+      if name == baseline:
+        continue
       lines.append(
         f"- {name} reaches {baseline}'s beam-{ref} hitrate at: "
         f"{'not reached' if beam is None else f'beam {beam}'}"
@@ -157,6 +164,8 @@ def selection_section(results: dict) -> list[str]:
   ref = selected["reference_beam"]
   lines = ["### Beams chosen on valid, read on test", ""]
   for name, entry in selected["half_beams"].items():
+    if name == baseline:
+      continue
     if entry.get("beam") is None:
       lines.append(f"- {name}: did not reach {baseline}'s beam-{ref} hitrate on valid")
       continue
@@ -179,6 +188,15 @@ def selection_section(results: dict) -> list[str]:
   return ["\n".join(lines) + "\n"]
 
 
+def _has_metric(results: dict, metric: str) -> bool:
+  return any(
+    metric in entry
+    for method in results["tokenizers"].values()
+    for curve in method["stages"].values()
+    for entry in curve.values()
+  )
+
+
 def render(results: dict) -> str:
   """The whole results.md."""
   header = (
@@ -189,6 +207,9 @@ def render(results: dict) -> str:
   )
   sections = [header]
   sections += hitrate_tables(results)
+  for metric, label in ONLINE_METRICS:
+    if _has_metric(results, metric):
+      sections += hitrate_tables(results, metric, label)
   sections += truncation_table(results)
   sections += selection_section(results)
   return "\n".join(sections)

@@ -18,19 +18,11 @@ import os
 import gin
 from absl import logging
 
-from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
+from gr_jax.eval import online as online_lib
 from gr_jax.eval import protocol, tables
 from gr_jax.serving import retriever as retriever_lib
 from gr_jax.train import partitioning
-
-
-def _valid_choices(workdir: str):
-  path = os.path.join(workdir_lib.eval_dir(workdir), "valid", "metrics.json")
-  if not os.path.exists(path):
-    return None
-  raw = io_utils.read_json(path).get("choices")
-  return protocol.choices_from_json(raw) if raw else None
 
 
 @gin.configurable
@@ -50,6 +42,7 @@ def evaluate(
   bootstrap_resamples: int = 2000,
   curve_tokenizers: tuple[str, ...] | None = None,
   kinds: tuple[str, ...] = ("semantic", "personalized"),
+  online: bool = True,
 ):
   """Runs the evaluation described in the module docstring; returns the results dict.
 
@@ -57,41 +50,40 @@ def evaluate(
   only (the ablation rows of Table 1). On test, once valid has chosen its beams,
   the semantic generators are scored at `beam_sizes` and the chosen beams only.
   `kinds` picks the generators (valid needs only 'semantic': its choices are semantic).
+  With `online` and a simulated world, the retrieved items are also served to the
+  world's simulated users (gr_jax/eval/online.py).
   """
   protocol.check_split(split)
   catalog, logs = workdir_lib.load_data(workdir)
   rows = protocol.sample_requests(logs, split, max_requests, seed)
-  sample = logs.select(rows)
+  world = workdir_lib.load_world(workdir) if online else None
   vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
+  sample = protocol.RequestSample(
+    split, rows, logs.select(rows), catalog, vocab, world and online_lib.OnlineWorld(world)
+  )
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   stages = {"semantic": semantic_stage, "personalized": personalized_stage}
-  valid_choices = _valid_choices(workdir) if split == "test" else None
+  valid_choices = protocol.load_choices(workdir_lib.eval_dir(workdir)) if split == "test" else None
   curve_tokenizers = tokenizers if curve_tokenizers is None else curve_tokenizers
   values, extras = {}, {}
   for name in tokenizers:
     sid_artefacts = workdir_lib.load_sid(workdir, name)
-    item_sid = sid_artefacts.tables.item_sid
-    semantic_beams = protocol.semantic_beams(
-      beam_sizes,
-      curve_beam_sizes if name in curve_tokenizers else (),
-      truncation_beam_sizes if name in curve_tokenizers else (),
-      valid_choices,
-    )
-    beams_of_kind = {"semantic": semantic_beams, "personalized": beam_sizes}
+    grids = (curve_beam_sizes, truncation_beam_sizes) if name in curve_tokenizers else ((), ())
+    beams = {
+      "semantic": protocol.semantic_beams(beam_sizes, *grids, valid_choices),
+      "personalized": beam_sizes,
+    }
     for kind, task in protocol.KINDS:
       if kind not in kinds:
         continue
-      stage = stages[kind]
-      if not os.path.exists(workdir_lib.sft_dir(workdir, name, stage)):
-        logging.warning("evaluate: %s has no %s generator; skipped", name, stage)
+      if not os.path.exists(workdir_lib.sft_dir(workdir, name, stages[kind])):
+        logging.warning("evaluate: %s has no %s generator; skipped", name, stages[kind])
         continue
       generator, retriever = retriever_lib.load_retriever(
-        workdir, name, stage, catalog, sid_artefacts, mesh=mesh, rules=rules
+        workdir, name, stages[kind], catalog, sid_artefacts, mesh=mesh, rules=rules
       )
-      prompts = protocol.request_prompts(task, catalog, sample, split, item_sid, vocab, generator)
-      logging.info("evaluate %s / %s on %d %s requests", name, stage, len(prompts), split)
-      values.setdefault(name, {})[kind] = protocol.score_generator(
-        retriever, prompts, sample, item_sid, beams_of_kind[kind], truncation_items
+      values.setdefault(name, {})[kind] = sample.score(
+        retriever, generator, task, sid_artefacts.tables.item_sid, beams[kind], truncation_items
       )
     extras[name] = protocol.sid_summary(sid_artefacts.tables)
   results = protocol.build_results(

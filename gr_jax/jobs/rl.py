@@ -24,7 +24,7 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
-from gr_jax.eval import protocol
+from gr_jax.eval import online, protocol
 from gr_jax.models import decoder
 from gr_jax.rl import eg_grpo, policy, updates
 from gr_jax.serving.retriever import generator_retriever
@@ -100,8 +100,17 @@ def train_rl(
   retriever = generator_retriever(
     generator, params, sid.tables, catalog.efficiency_score, mesh=mesh, rules=rules
   )
+  world = workdir_lib.load_world(workdir)
   metrics["eval"] = protocol.evaluate_policy(
-    retriever, generator, catalog, logs, sid.tables.item_sid, vocab, eval_requests, eval_beam_sizes
+    retriever,
+    generator,
+    catalog,
+    logs,
+    sid.tables.item_sid,
+    vocab,
+    eval_requests,
+    eval_beam_sizes,
+    online=world and online.OnlineWorld(world),
   )
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   return metrics

@@ -352,6 +352,7 @@ class World:
     item_price_band: [N] int32.
     segment_brand_affinity: [NUM_SEGMENTS, num_brands] float32; > 0 means a
       preferred brand of that (gender, age band) segment.
+    segment_price: [NUM_SEGMENTS] int price band each (gender, age band) segment prefers.
     user_profile: [num_users, 2] int32 (gender, age band) per user.
     query_intent_leaf: [R] int32 leaf the intent was drawn from.
     query_intent_is_mid: [R] bool, True when the intent is the leaf's mid.
@@ -372,6 +373,7 @@ class World:
   item_attributes: np.ndarray
   item_price_band: np.ndarray
   segment_brand_affinity: np.ndarray
+  segment_price: np.ndarray
   user_profile: np.ndarray
   query_intent_leaf: np.ndarray
   query_intent_is_mid: np.ndarray
@@ -755,11 +757,21 @@ def _candidate_pool(c: WorldConfig, rng, catalog: _Catalog, tree: _Tree, leaf, m
   return pool, duplicate
 
 
-def _relevance_and_utility(c, catalog: _Catalog, tree: _Tree, intent, pool, taste_inputs):
-  """True relevance [r, P] and utility [r, P] of every candidate."""
+def relevance_and_utility(c: WorldConfig, items, tree, intent, pool, taste_inputs):
+  """True relevance [r, P] and utility [r, P] of every candidate (the module docstring's model).
+
+  Args:
+    c: the world's config.
+    items: item tables with leaf, attributes, brand, price and quality ([N, ...] arrays).
+    tree: category lookups with leaf_mid and leaf_top ([leaves] arrays).
+    intent: (top, leaf, mid, is_mid, attribute, brand), each [r].
+    pool: [r, P] candidate item ids.
+    taste_inputs: (segment [r], segment brand affinity [segments, brands], preferred
+      price band [r]).
+  """
   top, leaf, mid, is_mid, attribute, brand = intent
   segment, seg_brand_aff, price = taste_inputs
-  item_leaf = catalog.leaf[pool]
+  item_leaf = items.leaf[pool]
   item_mid = tree.leaf_mid[item_leaf]
   exact = np.where(is_mid[:, None], item_mid == mid[:, None], item_leaf == leaf[:, None])
   category_match = np.select(
@@ -767,19 +779,31 @@ def _relevance_and_utility(c, catalog: _Catalog, tree: _Tree, intent, pool, tast
     [_MATCH_EXACT, _MATCH_MID, _MATCH_ROOT],
     0.0,
   )
-  item_attrs = catalog.attributes[pool]  # [r, P, 2]
+  item_attrs = items.attributes[pool]  # [r, P, 2]
   attribute_match = (attribute[:, None, None] >= 0) & (item_attrs == attribute[:, None, None])
-  item_brand = catalog.brand[pool]
+  item_brand = items.brand[pool]
   relevance = (
     category_match
     + _ATTRIBUTE_MATCH * attribute_match.any(axis=2)
     + _BRAND_MATCH * ((brand[:, None] >= 0) & (item_brand == brand[:, None]))
   ).astype(np.float32)  # [r, P]
   taste = 0.5 * seg_brand_aff[segment[:, None], item_brand] - 0.2 * np.abs(
-    catalog.price[pool] - price[:, None]
+    items.price[pool] - price[:, None]
   )
-  utility = relevance + c.personalization * taste + c.quality_weight * catalog.quality[pool]
+  utility = relevance + c.personalization * taste + c.quality_weight * items.quality[pool]
   return relevance, utility
+
+
+def examination(c: WorldConfig) -> np.ndarray:
+  """[exposure_k] probability that a shown item at each position is examined."""
+  return (1.0 / (1.0 + np.arange(c.exposure_k)) ** c.position_bias).astype(np.float32)
+
+
+def engagement_probabilities(c: WorldConfig, exam, exposed_utility):
+  """(click [r, k], purchase-given-click [r, k]) probabilities of items shown in order."""
+  click = exam * _sigmoid((exposed_utility - c.click_threshold) / c.click_temperature)
+  purchase = _sigmoid(c.purchase_bias + c.purchase_slope * (exposed_utility - 1.0))
+  return click, purchase
 
 
 def _expose_and_engage(c: WorldConfig, rng, exam, pool, duplicate, relevance, utility) -> dict:
@@ -793,9 +817,8 @@ def _expose_and_engage(c: WorldConfig, rng, exam, pool, duplicate, relevance, ut
   shown = np.isfinite(np.take_along_axis(score, top_k, axis=1))
   exposed = np.where(shown, np.take_along_axis(pool, top_k, axis=1), schema.PAD_ITEM)
   exposed_utility = np.take_along_axis(utility, top_k, axis=1)
-  click_prob = exam * _sigmoid((exposed_utility - c.click_threshold) / c.click_temperature)
+  click_prob, purchase_prob = engagement_probabilities(c, exam, exposed_utility)
   clicked = shown & (rng.random(shown.shape) < click_prob)
-  purchase_prob = _sigmoid(c.purchase_bias + c.purchase_slope * (exposed_utility - 1.0))
   purchased = clicked & (rng.random(shown.shape) < purchase_prob)
   return {
     "exposed": exposed.astype(np.int32),
@@ -811,8 +834,8 @@ def _simulate_requests(config, rng, catalog: _Catalog, latents: _Latents, vocab,
   """Queries, ranker, exposure, clicks and purchases for all requests, in chunks."""
   c = config
   tree = _make_tree(c, catalog, latents, *tree)
-  user_gender, user_age, user_top_pref, user_price, seg_brand_aff, user_weight = users
-  exam = (1.0 / (1.0 + np.arange(c.exposure_k)) ** c.position_bias).astype(np.float32)
+  user_gender, user_age, user_top_pref, user_price, seg_brand_aff, user_weight, _ = users
+  exam = examination(c)
   user_cum = np.concatenate([[0.0], np.cumsum(user_weight)])
   out = {name: [] for name in _REQUEST_FIELDS}
   for begin in range(0, c.num_requests, c.chunk_size):
@@ -831,7 +854,7 @@ def _simulate_requests(config, rng, catalog: _Catalog, latents: _Latents, vocab,
     ).astype(np.float32)
     query_tokens = _query_tokens(c, rng, vocab, leaf, mid, is_mid, attribute, brand)
     pool, duplicate = _candidate_pool(c, rng, catalog, tree, leaf, mid, is_mid, brand)
-    relevance, utility = _relevance_and_utility(
+    relevance, utility = relevance_and_utility(
       c, catalog, tree, intent, pool, (segment, seg_brand_aff, user_price[user])
     )
     engaged = _expose_and_engage(c, rng, exam, pool, duplicate, relevance, utility)
@@ -949,7 +972,8 @@ def _make_latents(c: WorldConfig, rng: np.random.Generator, leaf_mid, mid_top) -
 
 def _make_users(c: WorldConfig, rng: np.random.Generator) -> tuple:
   """(gender [U], age band [U], root-category taste [U, top], price band [U],
-  segment brand affinity [segments, brands], activity weight [U])."""
+  segment brand affinity [segments, brands], activity weight [U], segment price band
+  [segments])."""
   # Users: profile, root-category taste, preferred price band, activity.
   user_gender = rng.integers(0, NUM_GENDERS, c.num_users).astype(np.int32)
   user_age = rng.integers(0, NUM_AGE_BANDS, c.num_users).astype(np.int32)
@@ -969,6 +993,7 @@ def _make_users(c: WorldConfig, rng: np.random.Generator) -> tuple:
     segment_price[user_segment],
     segment_brand_affinity,
     user_weight,
+    segment_price,
   )
 
 
@@ -1064,6 +1089,7 @@ def generate_world(config: WorldConfig | None = None) -> World:
     item_attributes=catalog.attributes,
     item_price_band=catalog.price,
     segment_brand_affinity=segment_brand_affinity,
+    segment_price=users[6],
     user_profile=np.stack([user_gender, user_age], axis=1),
     query_intent_leaf=requests["leaf"],
     query_intent_is_mid=requests["is_mid"],
@@ -1120,7 +1146,14 @@ def load_world(directory: str) -> World:
     raise FileNotFoundError(f"{manifest_path}: no saved world here (manifest missing)")
   with open(manifest_path) as f:
     config = WorldConfig(**json.load(f))
-  with np.load(os.path.join(directory, "latents.npz"), allow_pickle=False) as data:
+  latents_path = os.path.join(directory, "latents.npz")
+  with np.load(latents_path, allow_pickle=False) as data:
+    missing = [name for name in _LATENT_FIELDS if name not in data.files]
+    if missing:
+      raise FileNotFoundError(
+        f"{latents_path}: no field(s) {missing} (written by an older version); rerun the "
+        "data job into a new work directory"
+      )
     latents = {name: data[name] for name in _LATENT_FIELDS}
   latents["words"] = latents["words"].astype(object)
   return World(
