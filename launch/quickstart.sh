@@ -36,10 +36,10 @@ if [ "${EVAL:-1}" = "0" ]; then
   exit 0
 fi
 # Beams are chosen on valid, then read once on test.
-for split in valid test; do
-  job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple" \
-    --gin_bindings="evaluate.split='$split'"
-done
+# Valid chooses semantic beams only, so it scores the semantic generators only.
+job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple" \
+  --gin_bindings="evaluate.split='valid'" --gin_bindings="evaluate.kinds=('semantic',)"
+job runs/evaluate.gin --gin_bindings="evaluate.tokenizers=$tok_tuple"
 if [ "${RL:-1}" = "0" ]; then
   echo "[quickstart] done in $(($(date +%s) - start)) s; results in $WORKDIR/eval/"
   cat "$WORKDIR/eval/test/results.md"
