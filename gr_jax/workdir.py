@@ -133,6 +133,16 @@ def install_hf_tokenizer(workdir: str, folder: str) -> None:
   hf_vocab.install_tokenizer(folder, hf_tokenizer_path(workdir))
 
 
+def stage_key(workdir: str, tokenizer: str, stage: str) -> str:
+  """What a generator's outputs depend on: its checkpoint steps and its SID table's size."""
+  checkpoint_dir = os.path.join(sft_dir(workdir, tokenizer, stage), "checkpoints")
+  steps = sorted(os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
+  item_sid = os.path.join(sid_dir(workdir, tokenizer), "item_sid.npy")
+  size = os.path.getsize(item_sid) if os.path.exists(item_sid) else -1
+  mtime = os.stat(item_sid).st_mtime_ns if os.path.exists(item_sid) else -1
+  return f"{tokenizer}/{stage}: checkpoints {steps}, item_sid {size} bytes @ {mtime}"
+
+
 def save_generator(stage_dir: str, generator: generator_lib.Generator) -> None:
   """Writes generator.json beside a stage's checkpoints, so that loaders rebuild the model."""
   os.makedirs(stage_dir, exist_ok=True)

@@ -149,3 +149,29 @@ def test_test_runs_score_only_what_valid_chose():
     truncation_beams={"rqvae": 300, "cq_sid": None},
   )
   assert protocol.semantic_beams(**grid, valid_choices=choices) == [1, 10, 70, 100, 300]
+
+
+def test_scores_are_kept_and_reused_only_for_the_same_requests_beams_and_key(tmp_path):
+  calls = []
+
+  class Sample(protocol.RequestSample):
+    def score(self, retriever, generator, task, item_sid, beam_sizes, truncation_items):
+      calls.append(tuple(beam_sizes))
+      return _values(
+        {b: np.full(len(self.rows), 0.5) for b in beam_sizes},
+        {b: np.ones(len(self.rows)) for b in beam_sizes},
+      )
+
+  rows = np.arange(4)
+  sample = Sample("test", rows, None, None, None)
+  path = str(tmp_path / "parts" / "cq.semantic.npz")
+  load = lambda: (None, None)
+  first = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (10, 1), 1000)
+  again = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (1, 10), 1000)
+  assert calls == [(1, 10)]
+  np.testing.assert_array_equal(first["clk@10"], again["clk@10"])
+  protocol.score_resumable(path, "k2", sample, load, "q2sid", None, (1, 10), 1000)
+  protocol.score_resumable(path, "k2", sample, load, "q2sid", None, (1, 10, 100), 1000)
+  other = Sample("test", np.arange(1, 5), None, None, None)
+  protocol.score_resumable(path, "k2", other, load, "q2sid", None, (1, 10, 100), 1000)
+  assert calls == [(1, 10), (1, 10), (1, 10, 100), (1, 10, 100)]

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -208,6 +209,43 @@ class RequestSample:
       online=self.online,
       request_rows=self.rows,
     )
+
+
+def score_resumable(
+  path: str, key: str, sample: RequestSample, load, task, item_sid, beams, truncation_items
+) -> dict:
+  """`sample.score(...)`, kept in `path` so that a stopped evaluation resumes per generator.
+
+  Args:
+    path: the .npz that holds (or will hold) this generator's values.
+    key: what the values depend on besides requests and beams (the generator's
+      checkpoint, the SID table); a file with another key is recomputed.
+    sample: the requests.
+    load: () -> (generator, retriever), called only when nothing usable is kept.
+    task, item_sid, beams, truncation_items: as `RequestSample.score`.
+  """
+  beams = sorted(int(b) for b in beams)
+  signature = json.dumps(
+    {
+      "key": key,
+      "beams": beams,
+      "truncation_items": truncation_items,
+      "online": sample.online is not None,
+    }
+  )
+  if os.path.exists(path):
+    with np.load(path) as kept:
+      if str(kept["signature"]) == signature and np.array_equal(kept["request_rows"], sample.rows):
+        logging.info("evaluate: %s already scored; reused", path)
+        return {
+          name: kept[name] for name in kept.files if name not in ("signature", "request_rows")
+        }
+  generator, retriever = load()
+  values = sample.score(retriever, generator, task, item_sid, beams, truncation_items)
+  io_utils.write_npz(
+    path, {"signature": np.array(signature), "request_rows": sample.rows, **values}
+  )
+  return values
 
 
 def load_choices(eval_dir: str) -> BeamChoices | None:

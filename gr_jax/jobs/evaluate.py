@@ -13,6 +13,7 @@ hitrate_vs_beam PNGs.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import gin
@@ -46,12 +47,10 @@ def evaluate(
 ):
   """Runs the evaluation described in the module docstring; returns the results dict.
 
-  Tokenizers outside `curve_tokenizers` (default: all) are scored at `beam_sizes`
-  only (the ablation rows of Table 1). On test, once valid has chosen its beams,
-  the semantic generators are scored at `beam_sizes` and the chosen beams only.
-  `kinds` picks the generators (valid needs only 'semantic': its choices are semantic).
-  With `online` and a simulated world, the retrieved items are also served to the
-  world's simulated users (gr_jax/eval/online.py).
+  Tokenizers outside `curve_tokenizers` (default: all) get `beam_sizes` only. On test
+  after a valid run, semantic generators get `beam_sizes` and the chosen beams.
+  `kinds` picks the generators; `online` serves the items to a simulated world's users.
+  Each generator's values are kept in eval/<split>/parts/, so a stopped run resumes.
   """
   protocol.check_split(split)
   catalog, logs = workdir_lib.load_data(workdir)
@@ -79,11 +78,26 @@ def evaluate(
       if not os.path.exists(workdir_lib.sft_dir(workdir, name, stages[kind])):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stages[kind])
         continue
-      generator, retriever = retriever_lib.load_retriever(
-        workdir, name, stages[kind], catalog, sid_artefacts, mesh=mesh, rules=rules
+      load = functools.partial(
+        retriever_lib.load_retriever,
+        workdir,
+        name,
+        stages[kind],
+        catalog,
+        sid_artefacts,
+        mesh=mesh,
+        rules=rules,
       )
-      values.setdefault(name, {})[kind] = sample.score(
-        retriever, generator, task, sid_artefacts.tables.item_sid, beams[kind], truncation_items
+      part = os.path.join(workdir_lib.eval_dir(workdir), split, "parts", f"{name}.{kind}.npz")
+      values.setdefault(name, {})[kind] = protocol.score_resumable(
+        part,
+        workdir_lib.stage_key(workdir, name, stages[kind]),
+        sample,
+        load,
+        task,
+        sid_artefacts.tables.item_sid,
+        beams[kind],
+        truncation_items,
       )
     extras[name] = protocol.sid_summary(sid_artefacts.tables)
   results = protocol.build_results(
