@@ -156,11 +156,20 @@ def score_generator(
 
 
 def evaluate_policy(
-  retriever, generator, catalog, logs, item_sid, vocab, requests, beams, online=None
+  retriever,
+  generator,
+  catalog,
+  logs,
+  item_sid,
+  vocab,
+  requests,
+  beams,
+  online=None,
+  split: str = "test",
 ) -> dict:
-  """clk@k / exp@k (and online values) of a personalized generator on the test sample."""
-  rows = sample_requests(logs, "test", requests, seed=0)
-  sample = RequestSample("test", rows, logs.select(rows), catalog, vocab, online)
+  """clk@k / exp@k (and online values) of a personalized generator on a split's sample."""
+  rows = sample_requests(logs, split, requests, seed=0)
+  sample = RequestSample(split, rows, logs.select(rows), catalog, vocab, online)
   values = sample.score(retriever, generator, "uq2sid", item_sid, beams, 1000)
   return summarize(values, 1000, resamples=stats.RESAMPLES)
 

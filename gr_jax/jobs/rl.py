@@ -14,6 +14,7 @@ clk@k / exp@k of the policy on the evaluation sample to metrics.json.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import gin
@@ -24,10 +25,9 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
-from gr_jax.eval import online, protocol
+from gr_jax.eval import online
 from gr_jax.models import decoder
 from gr_jax.rl import eg_grpo, policy, updates
-from gr_jax.serving.retriever import generator_retriever
 from gr_jax.train import batching, optim, partitioning, trainer
 
 
@@ -42,6 +42,7 @@ def train_rl(
   seed: int = 0,
   eval_requests: int = 1000,
   eval_beam_sizes: tuple[int, ...] = (1, 10),
+  valid_requests: int = 500,
 ):
   """Runs EG-GRPO from the SFT generator; writes WORKDIR/rl/<tokenizer>/<name>/metrics.json."""
   catalog, logs = workdir_lib.load_data(workdir)
@@ -85,32 +86,33 @@ def train_rl(
     schedule=schedule,
     optimizer=optim.make_optimizer(schedule),
   )
-  schedule = updates.UpdateSchedule()
-  schedule.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
+  cycles = updates.UpdateSchedule()
+  cycles.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
   prepare_batch = policy.make_prepare_batch(
-    config, policy_fns, reference, mesh, rules, seed, schedule
+    config, policy_fns, reference, mesh, rules, seed, cycles
   )
-  batches = updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), schedule)
-  result = runner.fit(batches, prepare_batch=prepare_batch)
+  world = workdir_lib.load_world(workdir)
+  evaluation = policy.PolicyEvaluation(
+    generator,
+    sid.tables,
+    catalog,
+    logs,
+    vocab,
+    mesh=mesh,
+    rules=rules,
+    online=world and online.OnlineWorld(world),
+  )
+  result = runner.fit(
+    updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), cycles),
+    prepare_batch=prepare_batch,
+    eval_fn=evaluation.curve_point(valid_requests) if trainer_config.eval_every else None,
+  )
   runner.close()
   if result.preempted:
     return {"preempted": True}
-  params = jax.device_get(result.state.params)
   metrics = {"train": result.last_metrics, "num_experts": config.num_experts, "seed": seed}
-  retriever = generator_retriever(
-    generator, params, sid.tables, catalog.efficiency_score, mesh=mesh, rules=rules
-  )
-  world = workdir_lib.load_world(workdir)
-  metrics["eval"] = protocol.evaluate_policy(
-    retriever,
-    generator,
-    catalog,
-    logs,
-    sid.tables.item_sid,
-    vocab,
-    eval_requests,
-    eval_beam_sizes,
-    online=world and online.OnlineWorld(world),
-  )
+  params = jax.device_get(result.state.params)
+  test = functools.partial(evaluation, split="test", requests=eval_requests, beams=eval_beam_sizes)
+  metrics["eval"], metrics["eval_sft"] = test(params), test(reference_params)
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   return metrics

@@ -15,6 +15,7 @@ from gr_jax.eval import protocol
 from gr_jax.models import decoder
 from gr_jax.models import generator as generator_lib
 from gr_jax.rl import eg_grpo, updates
+from gr_jax.serving.retriever import generator_retriever
 from gr_jax.train import partitioning
 
 
@@ -119,3 +120,62 @@ def make_prepare_batch(
     return select(rollout_batch, order_key, *map(on_device, (cycle, epoch, minibatch)))
 
   return updates.RolloutCycles(schedule, draw, pick)
+
+
+class PolicyEvaluation:
+  """The policy's clk@k / exp@k on a split's requests, during RL and at its end.
+
+  Args:
+    generator: the policy's generator (layout, model config, prompt length).
+    sid_tables: the SID -> items table.
+    catalog, logs, vocab: the run's data and text vocabulary (seqio).
+    mesh, rules: where the policy's params live.
+    online: the world's simulated users (None for real data).
+  """
+
+  def __init__(self, generator, sid_tables, catalog, logs, vocab, *, mesh, rules, online=None):
+    self.generator = generator
+    self.sid_tables = sid_tables
+    self.catalog, self.logs, self.vocab = catalog, logs, vocab
+    self.mesh, self.rules = mesh, rules
+    self.online = online
+
+  def __call__(self, params, *, split: str, requests: int, beams) -> dict:
+    """{beam: summary} (protocol.summarize) of `params` on `requests` requests of `split`."""
+    retriever = generator_retriever(
+      self.generator,
+      params,
+      self.sid_tables,
+      self.catalog.efficiency_score,
+      mesh=self.mesh,
+      rules=self.rules,
+    )
+    return protocol.evaluate_policy(
+      retriever,
+      self.generator,
+      self.catalog,
+      self.logs,
+      self.sid_tables.item_sid,
+      self.vocab,
+      requests,
+      beams,
+      online=self.online,
+      split=split,
+    )
+
+  def curve_point(self, requests: int):
+    """The trainer's eval hook: (state, step) -> valid clk@1 / clk@10 / exp@10 (+ online)."""
+
+    def evaluate(state, step):
+      del step
+      summary = self(state.params, split="valid", requests=requests, beams=(1, 10))
+      point = {
+        "clk@1": summary[1]["clk"],
+        "clk@10": summary[10]["clk"],
+        "exp@10": summary[10]["exp"],
+      }
+      if "onclk" in summary[10]:
+        point["onclk@10"] = summary[10]["onclk"]
+      return point
+
+    return evaluate

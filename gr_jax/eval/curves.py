@@ -1,0 +1,54 @@
+"""Learning curves of RL runs: rewards, guard rails and valid metrics against the step."""
+
+from __future__ import annotations
+
+import os
+
+from gr_jax.train import metric_writers
+
+# (prefix, metric, panel title): what the trainer logs for an EG-GRPO run.
+PANELS = (
+  ("train", "reward_mean_sampled", "mean reward of sampled SIDs"),
+  ("train", "kl", "KL to the SFT model (k3)"),
+  ("train", "entropy_proxy", "entropy proxy (-mean log p of samples)"),
+  ("train", "clip_fraction", "clip fraction"),
+  ("train", "zero_spread_share", "share of zero-spread groups"),
+  ("train", "sample_valid_rate", "valid share of sampled SIDs"),
+  ("eval", "clk@1", "valid clk@1"),
+  ("eval", "clk@10", "valid clk@10"),
+  ("eval", "exp@10", "valid exp@10"),
+)
+
+
+def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
+  """One panel per PANELS entry, one line per run ({name: tb logdir}) -> PNG at `path`.
+
+  Returns:
+    False (and writes nothing) when no run has a history.
+  """
+  histories = {name: metric_writers.read_history(logdir) for name, logdir in runs.items()}
+  histories = {name: h for name, h in histories.items() if h}
+  if not histories:
+    return False
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  figure, axes = plt.subplots(3, 3, figsize=(13, 10), dpi=100)
+  for axis, (prefix, metric, title) in zip(axes.flat, PANELS):
+    for name, history in sorted(histories.items()):
+      points = history.get(prefix, {}).get(metric)
+      if points:
+        axis.plot([s for s, _ in points], [v for _, v in points], label=name, linewidth=1)
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel("step", fontsize=8)
+    axis.grid(True, alpha=0.3)
+  axes.flat[0].legend(fontsize=7)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.png"
+  figure.savefig(tmp)
+  plt.close(figure)
+  os.replace(tmp, path)
+  return True
