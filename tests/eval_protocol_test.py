@@ -151,14 +151,14 @@ def test_test_runs_score_only_what_valid_chose():
   assert protocol.semantic_beams(**grid, valid_choices=choices) == [1, 10, 70, 100, 300]
 
 
-def test_scores_are_kept_and_reused_only_for_the_same_requests_beams_and_key(tmp_path):
+def test_scores_are_kept_and_only_missing_beams_are_computed(tmp_path):
   calls = []
 
   class Sample(protocol.RequestSample):
     def score(self, retriever, generator, task, item_sid, beam_sizes, truncation_items):
       calls.append(tuple(beam_sizes))
       return _values(
-        {b: np.full(len(self.rows), 0.5) for b in beam_sizes},
+        {b: np.full(len(self.rows), b / 100) for b in beam_sizes},
         {b: np.ones(len(self.rows)) for b in beam_sizes},
       )
 
@@ -168,10 +168,15 @@ def test_scores_are_kept_and_reused_only_for_the_same_requests_beams_and_key(tmp
   load = lambda: (None, None)
   first = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (10, 1), 1000)
   again = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (1, 10), 1000)
-  assert calls == [(1, 10)]
+  assert calls == [(1, 10)] and set(again) == set(first)
   np.testing.assert_array_equal(first["clk@10"], again["clk@10"])
-  protocol.score_resumable(path, "k2", sample, load, "q2sid", None, (1, 10), 1000)
-  protocol.score_resumable(path, "k2", sample, load, "q2sid", None, (1, 10, 100), 1000)
-  other = Sample("test", np.arange(1, 5), None, None, None)
-  protocol.score_resumable(path, "k2", other, load, "q2sid", None, (1, 10, 100), 1000)
-  assert calls == [(1, 10), (1, 10), (1, 10, 100), (1, 10, 100)]
+  more = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (1, 10, 100), 1000)
+  assert calls[-1] == (100,) and more["clk@100"][0] == 1.0 and more["clk@10"][0] == 0.1
+  fewer = protocol.score_resumable(path, "k1", sample, load, "q2sid", None, (100,), 1000)
+  assert len(calls) == 2 and set(fewer) == {
+    f"{m}@100" for m in ("clk", "exp", "purchase", "topk", "reached", "valid")
+  }
+  protocol.score_resumable(path, "k2", sample, load, "q2sid", None, (1,), 1000)  # other key
+  other = Sample("test", np.arange(1, 5), None, None, None)  # other requests
+  protocol.score_resumable(path, "k2", other, load, "q2sid", None, (1,), 1000)
+  assert calls[2:] == [(1,), (1,)]

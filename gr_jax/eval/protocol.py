@@ -223,38 +223,40 @@ class RequestSample:
 def score_resumable(
   path: str, key: str, sample: RequestSample, load, task, item_sid, beams, truncation_items
 ) -> dict:
-  """`sample.score(...)`, kept in `path` so that a stopped evaluation resumes per generator.
+  """`sample.score(...)`, kept in `path`: a stopped evaluation resumes per generator, and
+  a rerun with more beams computes only the beams it does not have yet.
 
   Args:
     path: the .npz that holds (or will hold) this generator's values.
     key: what the values depend on besides requests and beams (the generator's
       checkpoint, the SID table); a file with another key is recomputed.
     sample: the requests.
-    load: () -> (generator, retriever), called only when nothing usable is kept.
+    load: () -> (generator, retriever), called only when beams are missing.
     task, item_sid, beams, truncation_items: as `RequestSample.score`.
   """
   beams = sorted(int(b) for b in beams)
   signature = json.dumps(
-    {
-      "key": key,
-      "beams": beams,
-      "truncation_items": truncation_items,
-      "online": sample.online is not None,
-    }
+    {"key": key, "truncation_items": truncation_items, "online": sample.online is not None}
   )
+  kept: dict[str, np.ndarray] = {}
   if os.path.exists(path):
-    with np.load(path) as kept:
-      if str(kept["signature"]) == signature and np.array_equal(kept["request_rows"], sample.rows):
-        logging.info("evaluate: %s already scored; reused", path)
-        return {
-          name: kept[name] for name in kept.files if name not in ("signature", "request_rows")
+    with np.load(path) as stored:
+      if str(stored["signature"]) == signature and np.array_equal(
+        stored["request_rows"], sample.rows
+      ):
+        kept = {
+          name: stored[name] for name in stored.files if name not in ("signature", "request_rows")
         }
-  generator, retriever = load()
-  values = sample.score(retriever, generator, task, item_sid, beams, truncation_items)
-  io_utils.write_npz(
-    path, {"signature": np.array(signature), "request_rows": sample.rows, **values}
-  )
-  return values
+  missing = [b for b in beams if f"clk@{b}" not in kept]
+  if missing:
+    generator, retriever = load()
+    kept.update(sample.score(retriever, generator, task, item_sid, missing, truncation_items))
+    io_utils.write_npz(
+      path, {"signature": np.array(signature), "request_rows": sample.rows, **kept}
+    )
+  else:
+    logging.info("evaluate: %s holds every beam asked for; reused", path)
+  return {name: value for name, value in kept.items() if int(name.split("@")[1]) in beams}
 
 
 def load_choices(eval_dir: str) -> BeamChoices | None:
