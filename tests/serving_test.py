@@ -1,8 +1,9 @@
 """The retrieval service: request API, constraints, batching, export, and the HTTP server.
 
 One tiny trained work directory (tiny world, CQ-SID, a UQ2SID generator of a few steps) is
-built once for the module; the server tests start the real server on a free loopback port
-and send real HTTP requests, every loop bounded in count and time.
+built once for the module (about a minute and a half; those tests are marked slow); the
+server tests start the real server on a free loopback port and send real HTTP requests,
+every loop bounded in count and time.
 """
 
 import functools
@@ -181,6 +182,7 @@ def api(workdir):
   return loaded
 
 
+@pytest.mark.slow
 def test_api_prompts_and_sids_are_the_evaluation_ones(workdir, api):
   catalog, logs = workdir_lib.load_data(workdir)
   sample = logs.select(protocol.sample_requests(logs, "test", 12, seed=0))
@@ -198,6 +200,7 @@ def test_api_prompts_and_sids_are_the_evaluation_ones(workdir, api):
     assert result.items and all(tuple(item_sid[i.item]) == i.sid for i in result.items)
 
 
+@pytest.mark.slow
 def test_category_allow_list_runs_on_device_and_filters_apply_after_expansion(api):
   catalog_category = api.constraints.category_id
   wanted = int(catalog_category[0])
@@ -214,6 +217,7 @@ def test_category_allow_list_runs_on_device_and_filters_apply_after_expansion(ap
   assert all(api.retriever.efficiency_score[i.item] <= cap for i in cheap.items)
 
 
+@pytest.mark.slow
 def test_beam_sizes_round_up_to_a_compiled_one_and_are_cut(api):
   small, compiled = api.retrieve(
     [api.parse({"query": "", "beam_size": 3}), api.parse({"query": "", "beam_size": 4})]
@@ -223,6 +227,7 @@ def test_beam_sizes_round_up_to_a_compiled_one_and_are_cut(api):
   np.testing.assert_array_equal(small.sids, compiled.sids[: len(small.sids)])
 
 
+@pytest.mark.slow
 def test_exported_decode_returns_the_in_process_sids(workdir, api, tmp_path):
   out = export.export_decode(
     api.retriever,
@@ -281,6 +286,7 @@ def live(workdir):
   server.stop_server(http_server)
 
 
+@pytest.mark.slow
 def test_concurrent_clients_are_batched_and_get_the_direct_answer(live, api):
   port, state = live.port, live.state
   batches_before = state.batcher.batches
@@ -307,6 +313,7 @@ def test_concurrent_clients_are_batched_and_get_the_direct_answer(live, api):
     assert [x["item"] for x in payload["items"]] == [x.item for x in direct.items]
 
 
+@pytest.mark.slow
 def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_lives_on(live):
   port = live.port
   cases = [
@@ -327,6 +334,7 @@ def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_lives_on
   assert _call(port, "POST", "/retrieve", {"query": "x"})[0] == 200
 
 
+@pytest.mark.slow
 def test_unknown_users_and_empty_or_very_long_queries_are_answered(live):
   port = live.port
   status, anonymous = _call(port, "POST", "/retrieve", {"query": "hat", "user_id": 10**9})
@@ -338,6 +346,7 @@ def test_unknown_users_and_empty_or_very_long_queries_are_answered(live):
     assert status == 200 and payload["items"], query[:20]
 
 
+@pytest.mark.slow
 def test_reload_under_load_swaps_without_failed_requests(live):
   port, state = live.port, live.state
   loads_before = state.loads
