@@ -93,6 +93,14 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+class _QuietLibraries:
+  """Drops INFO records of orbax (a restore logs a dozen lines); one line per request stays."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > logging.INFO or "/orbax/" not in record.pathname
+
+
 if __name__ == "__main__":
   flags.FLAGS.set_default("logtostderr", True)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(main)

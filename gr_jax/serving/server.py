@@ -31,6 +31,7 @@ from gr_jax.serving import batcher as batcher_lib
 from gr_jax.serving import request as request_lib
 
 MAX_BODY_BYTES = 1 << 20
+DRAIN_LIMIT_BYTES = 16 << 20
 RESULT_TIMEOUT_S = 60.0
 
 
@@ -73,6 +74,7 @@ class ServingState:
         f"reload: batch size {service.batch_size} differs from the serving {old.batch_size}"
       )
     self.service = service
+    self.loads += 1
     logging.info(
       "loaded %s in %.1f s (compile %.1f s)",
       service.version,
@@ -88,7 +90,6 @@ class ServingState:
     def run():
       try:
         self.load()
-        self.loads += 1
         self.last_reload_error = None
       except Exception as e:  # noqa: BLE001  (a failed reload keeps the old model serving)
         self.last_reload_error = f"{type(e).__name__}: {e}"
@@ -145,6 +146,11 @@ class RetrievalHandler(http.server.BaseHTTPRequestHandler):
     except ValueError:
       raise _HttpError(400, f"Content-Length: not a number: {length!r}") from None
     if size < 0 or size > MAX_BODY_BYTES:
+      # Read a moderately oversized body first: a client still sending when the socket
+      # closes sees a reset instead of the 413.
+      if 0 < size <= DRAIN_LIMIT_BYTES:
+        self.rfile.read(size)
+      self.close_connection = True
       raise _HttpError(413, f"body: {size} bytes, at most {MAX_BODY_BYTES}")
     raw = self.rfile.read(size)
     try:
