@@ -13,6 +13,9 @@
 #   host_trie            batch 32, beam 100, 3M SIDs: on-device vs host Python trie
 #   serving              presets small and qwen05b (bf16), batch 1 and 32, beams 20 / 50 / 100,
 #                        21M-item catalog, 4 s of timed calls per setting
+#   serving_load         the HTTP server (dynamic batching, batch 32) under 32 clients beside the
+#                        direct Retriever call, beams 20 / 50 / 100, a qwen05b generator trained
+#                        2 steps on the tiny world; GPU only (skipped with --quick)
 #   sft_from_hf          random Qwen2.5-0.5B-shaped HF checkpoint (bf16 safetensors, tokenizer.json)
 #                        written, converted onto the mesh, saved as the init checkpoint, restored
 #                        by the trainer, then SFT steps (bf16, 8 x 512 tokens); --quick: tiny shape
@@ -419,6 +422,11 @@ run_step host_trie 80 \
 run_step serving 200 \
   -m benchmarks.serving --preset small,qwen05b --dtype bfloat16 --batches 1,32 \
   --beams 20,50,100 --repeats 400 --max-setting-s 4 --warmup 2
+if [ "$QUICK" = 0 ]; then
+  run_step serving_load 180 \
+    -m benchmarks.serving_load --model qwen05b --train-steps 2 --beams 20,50,100 \
+    --clients 32 --batch-size 32 --requests-per-client 20 --max-setting-s 10
+fi
 # Last, so that it never takes time from the set above when the budget runs short.
 run_step sft_from_hf 120 \
   -m benchmarks.sft_from_hf --dtype bfloat16 --batch 8 --length 512 --repeats 10
@@ -461,6 +469,11 @@ def headline(step, record):
       f"{step}: {s['params']:,} params converted in {s['convert_s']:.1f} s (peak RSS +"
       f"{s['convert_rss_growth_mib']:.0f} MiB), train step {s['step_ms']:.1f} ms, "
       f"{s['tokens_per_s']:.0f} tokens/s, loss {s['first_loss']:.3f} -> {s['loss_after_steps']:.3f}"
+    )
+  if name == "serving_load":
+    return (
+      f"{step}: server QPS {s['server_qps']}, p50 ms {s['server_p50_ms']}, p99 ms "
+      f"{s['server_p99_ms']}; p50 over the direct call {s['p50_over_direct']}"
     )
   if name == "serving":
     lines = []

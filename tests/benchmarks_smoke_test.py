@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
   "train_throughput": {"tokens_per_s", "mfu_model_flops", "matmul_peak_gflops", "gpu_mfu"},
   "tokenizer_throughput": {"train_items_per_s", "assign_items_per_s", "assign_21m_extrapolated_s"},
   "serving": {"best_qps", "batch1_p50_ms", "paper"},
+  "serving_load": {"server_qps", "server_p99_ms", "p50_over_direct", "paper"},
   "decode_breakdown": {"sum_of_parts_ms", "constrained_decode_ms", "trie_cost_in_search_ms"},
   "sft_from_hf": {"convert_s", "convert_rss_growth_mib", "step_ms", "tokens_per_s", "params"},
 }

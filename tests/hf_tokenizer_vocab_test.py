@@ -58,7 +58,7 @@ def test_sft_tasks_put_pieces_in_the_text_range(vocab):
   single = vocab.as_seqio_vocabulary()
   assert single.vocab_size == vocab.vocab_size
   assert single.encode(TEXTS[0]) == vocab.encode(TEXTS[:1])[0].tolist()
-  encode = seqio_tasks._TextEncoder(vocab, layout)
+  encode = seqio_tasks.TextEncoder(vocab, layout)
   tokens = encode(TEXTS[1])
   np.testing.assert_array_equal(tokens, vocab.encode(TEXTS[1:2])[0] + NUM_SPECIAL)
   assert tokens.min() >= layout.text_offset and tokens.max() < layout.gender_offset

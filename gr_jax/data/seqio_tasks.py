@@ -54,7 +54,7 @@ import seqio
 import tensorflow as tf
 
 from gr_jax.data import schema
-from gr_jax.models.token_layout import PAD_ID, SEP_ID, TokenLayout
+from gr_jax.models.token_layout import PAD_ID, SEP_ID, UNK_ID, TokenLayout
 
 TASK_NAMES = ("i2sid", "q2sid", "uq2sid", "seqrec")
 
@@ -127,7 +127,7 @@ def check_item_sid(
     )
 
 
-class _TextEncoder:
+class TextEncoder:
   """Text -> layout token ids, cached per distinct string."""
 
   def __init__(self, text_vocab, layout: TokenLayout):
@@ -185,6 +185,55 @@ def _sid_history(
   return layout.sid_to_tokens(item_sid[items]).reshape(-1).astype(np.int32)
 
 
+def request_prompt(
+  task_name: str,
+  encode: TextEncoder,
+  layout: TokenLayout,
+  item_sid: np.ndarray,
+  config: TaskConfig,
+  *,
+  query: str,
+  user_profile: np.ndarray | None,
+  recent_clicks: np.ndarray,
+) -> np.ndarray:
+  """One request's prompt for a request task (q2sid, uq2sid, seqrec); the serving path too.
+
+  Args:
+    task_name: 'q2sid', 'uq2sid' or 'seqrec'.
+    encode: the run's text encoder (`TextEncoder`).
+    layout: token layout.
+    item_sid: [N, L] int32 codes.
+    config: task knobs (prompt budget, history length).
+    query: the query text.
+    user_profile: [2] (gender, age band), or None for no profile (two UNK_ID tokens).
+    recent_clicks: [H] item ids, newest last, PAD_ITEM allowed.
+
+  Returns:
+    [<= config.prompt_len] int32 prompt tokens ending with SEP_ID.
+  """
+  budget = config.prompt_len
+  num_levels = layout.num_sid_levels
+  sep = np.array([SEP_ID], np.int32)
+  if task_name == "q2sid":
+    prompt = np.concatenate([encode(query)[: budget - 1], sep])
+  elif task_name == "seqrec":
+    fit = (budget - 1) // num_levels
+    history = _sid_history(recent_clicks, item_sid, layout, min(fit, config.max_history_items))
+    prompt = np.concatenate([history, sep])
+  elif task_name == "uq2sid":
+    if user_profile is None:
+      profile = np.array([UNK_ID, UNK_ID], np.int32)
+    else:
+      profile = layout.profile_tokens(user_profile[0], user_profile[1])
+    query_tokens = encode(query)[: max(budget - 5, 0)]
+    fit = (budget - len(query_tokens) - 5) // num_levels
+    history = _sid_history(recent_clicks, item_sid, layout, min(fit, config.max_history_items))
+    prompt = np.concatenate([profile, sep, history, sep, query_tokens, sep])[-budget:]
+  else:
+    raise ValueError(f"'{task_name}' is not a request task (q2sid, uq2sid, seqrec)")
+  return prompt.astype(np.int32)
+
+
 def task_prompts(
   task_name: str,
   catalog: schema.Catalog,
@@ -221,7 +270,7 @@ def task_prompts(
   if split not in schema.SPLITS:
     raise ValueError(f"unknown split '{split}', expected one of {schema.SPLITS}")
   check_item_sid(item_sid, catalog.num_items, layout)
-  encode = _TextEncoder(text_vocab, layout)
+  encode = TextEncoder(text_vocab, layout)
   budget = config.prompt_len
   sep = np.array([SEP_ID], np.int32)
 
@@ -239,28 +288,20 @@ def task_prompts(
   rng = np.random.default_rng([config.seed, schema.SPLITS.index(split)])
   row_of, targets = _sample_targets(logs, rows, config.max_targets_per_request, rng)
 
-  num_levels = layout.num_sid_levels
   built = {}
   prompts = []
   for row in row_of:
     if row not in built:
-      if task_name == "q2sid":
-        prompt = np.concatenate([encode(logs.query[row])[: budget - 1], sep])
-      elif task_name == "seqrec":
-        fit = (budget - 1) // num_levels
-        history = _sid_history(
-          logs.recent_clicks[row], item_sid, layout, min(fit, config.max_history_items)
-        )
-        prompt = np.concatenate([history, sep])
-      else:
-        profile = layout.profile_tokens(logs.user_profile[row, 0], logs.user_profile[row, 1])
-        query = encode(logs.query[row])[: max(budget - 5, 0)]
-        fit = (budget - len(query) - 5) // num_levels
-        history = _sid_history(
-          logs.recent_clicks[row], item_sid, layout, min(fit, config.max_history_items)
-        )
-        prompt = np.concatenate([profile, sep, history, sep, query, sep])[-budget:]
-      built[row] = prompt.astype(np.int32)
+      built[row] = request_prompt(
+        task_name,
+        encode,
+        layout,
+        item_sid,
+        config,
+        query=logs.query[row],
+        user_profile=logs.user_profile[row],
+        recent_clicks=logs.recent_clicks[row],
+      )
     prompts.append(built[row])
   return prompts, targets.astype(np.int32), row_of.astype(np.int64)
 

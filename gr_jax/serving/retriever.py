@@ -26,6 +26,34 @@ from gr_jax.sid import tables
 from gr_jax.train import partitioning
 
 
+def decode_prompts(
+  params,
+  trie: trie_lib.TrieIndex | None,
+  prompts: jax.Array,
+  allowed_first: jax.Array | None,
+  model_config: decoder.DecoderConfig,
+  layout: TokenLayout,
+  beam_size: int,
+):
+  """Prefill + constrained beam search: [B, Tp] prompts -> (sids [B, K, L], scores, valid).
+
+  Pure and traceable (what `Retriever` jits and `serving/export.py` exports).
+  """
+  # Cache: the prompt plus the L-1 SID tokens fed back (the last one is never fed).
+  max_len = prompts.shape[1] + layout.num_sid_levels
+  first_logits, cache = decoder.prefill(params, model_config, prompts, max_len)
+  step_fn = lambda tokens, c: decoder.extend(params, model_config, tokens, c)
+  return beam_lib.beam_search(
+    step_fn,
+    first_logits,
+    cache,
+    layout=layout,
+    beam_size=beam_size,
+    trie=trie,
+    allowed_first=allowed_first,
+  )
+
+
 @gin.configurable(allowlist=["batch_size", "constrained"])
 class Retriever:
   """Generative retrieval over one SID space.
@@ -79,19 +107,29 @@ class Retriever:
       self.trie = jax.device_put(trie, partitioning.replicated(self.mesh))
 
   @functools.partial(jax.jit, static_argnames=("self", "beam_size"))
-  def _decode(self, params, trie, prompts, *, beam_size: int):
-    cfg = self.model_config
-    # Cache: the prompt plus the L-1 SID tokens fed back (the last one is never fed).
-    max_len = prompts.shape[1] + self.layout.num_sid_levels
-    first_logits, cache = decoder.prefill(params, cfg, prompts, max_len)
-    step_fn = lambda tokens, c: decoder.extend(params, cfg, tokens, c)
-    return beam_lib.beam_search(
-      step_fn, first_logits, cache, layout=self.layout, beam_size=beam_size, trie=trie
+  def _decode(self, params, trie, prompts, allowed_first, *, beam_size: int):
+    return decode_prompts(
+      params, trie, prompts, allowed_first, self.model_config, self.layout, beam_size
     )
 
-  def decode(self, prompts: np.ndarray, beam_size: int):
-    """[R, Tp] left-padded prompts -> (sids [R, K, L], scores [R, K], valid [R, K]) on host."""
+  def decode(self, prompts: np.ndarray, beam_size: int, allowed_first: np.ndarray | None = None):
+    """[R, Tp] left-padded prompts -> (sids [R, K, L], scores [R, K], valid [R, K]) on host.
+
+    Args:
+      prompts: [R, Tp] int prompt tokens.
+      beam_size: K (one compiled program per beam size and prompt length).
+      allowed_first: optional [R, C_0] bool level-0 codes each request may start with. A
+        mask is a program input, so any mask runs the same compiled program; with None the
+        program has no mask at all (a second program).
+    """
     prompts = np.asarray(prompts, np.int32)
+    if allowed_first is not None:
+      allowed_first = np.asarray(allowed_first, bool)
+      if allowed_first.shape != (len(prompts), self.layout.sid_level_sizes[0]):
+        raise ValueError(
+          f"allowed_first: expected shape {(len(prompts), self.layout.sid_level_sizes[0])}, "
+          f"got {allowed_first.shape}"
+        )
     outputs = []
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       for start in range(0, len(prompts), self.batch_size):
@@ -99,7 +137,15 @@ class Retriever:
         padded = np.full((self.batch_size, prompts.shape[1]), PAD_ID, np.int32)
         padded[: len(chunk)] = chunk
         device_prompts = jax.device_put(padded, self._batch_sharding)
-        result = self._decode(self.params, self.trie, device_prompts, beam_size=beam_size)
+        device_allowed = None
+        if allowed_first is not None:
+          # Padding rows allow every code: a row with none would only waste the beams.
+          mask = np.ones((self.batch_size, allowed_first.shape[1]), bool)
+          mask[: len(chunk)] = allowed_first[start : start + self.batch_size]
+          device_allowed = jax.device_put(mask, self._batch_sharding)
+        result = self._decode(
+          self.params, self.trie, device_prompts, device_allowed, beam_size=beam_size
+        )
         outputs.append([np.asarray(x)[: len(chunk)] for x in jax.device_get(result)])
     return tuple(np.concatenate(parts) for parts in zip(*outputs))
 
