@@ -166,11 +166,17 @@ def evaluate_policy(
   beams,
   online=None,
   split: str = "test",
+  keep: str | None = None,
 ) -> dict:
-  """clk@k / exp@k (and online values) of a personalized generator on a split's sample."""
+  """clk@k / exp@k (and online values) of a personalized generator on a split's sample.
+
+  `keep`: an .npz path for the per-request values (paired comparisons of policies).
+  """
   rows = sample_requests(logs, split, requests, seed=0)
   sample = RequestSample(split, rows, logs.select(rows), catalog, vocab, online)
   values = sample.score(retriever, generator, "uq2sid", item_sid, beams, 1000)
+  if keep:
+    io_utils.write_npz(keep, {"request_rows": rows, **values})
   return summarize(values, 1000, resamples=stats.RESAMPLES)
 
 

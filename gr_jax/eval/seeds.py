@@ -56,6 +56,48 @@ def _verdict(interval: stats.Interval, per_seed: list[float]) -> str:
   return "tie"
 
 
+def seed_entry(per_seed: np.ndarray, *, resamples: int = stats.RESAMPLES) -> dict:
+  """Mean and std over seeds, and the request interval of the seed-averaged values.
+
+  Args:
+    per_seed: [S, B] per-request values of each seed (NaN: no target of this kind).
+  """
+  averaged = per_seed.mean(0)  # [B], NaN where a request has no target of this kind
+  means = [float(np.nanmean(row)) for row in per_seed]
+  seed_mean, seed_std = stats.seed_spread(means)
+  interval = stats.bootstrap_mean(averaged[np.isfinite(averaged)], resamples=resamples)
+  return {
+    "seed_mean": seed_mean,
+    "seed_std": seed_std,
+    "per_seed": means,
+    "ci": [interval.low, interval.high],
+    "vs_baseline": None,
+  }
+
+
+def compare_seeds(
+  system: np.ndarray, baseline: np.ndarray, *, resamples: int = stats.RESAMPLES
+) -> dict | None:
+  """Paired relative difference of seed-averaged values, each seed's own, and the verdict.
+
+  Args:
+    system: [S, B] per-request values per seed.
+    baseline: [S, B] (or [1, B]: one baseline for every seed) on the same requests.
+
+  Returns:
+    The interval json plus 'per_seed' and 'verdict', or None when the baseline's mean is 0.
+  """
+  baseline = np.broadcast_to(baseline, system.shape)
+  both = np.isfinite(system.mean(0)) & np.isfinite(baseline.mean(0))
+  if not both.any() or np.mean(baseline.mean(0)[both]) <= 0:
+    return None
+  relative = stats.paired_relative_difference(
+    system.mean(0)[both], baseline.mean(0)[both], resamples=resamples
+  )
+  seed_diffs = [float(np.mean(s[both]) / np.mean(b[both]) - 1.0) for s, b in zip(system, baseline)]
+  return {**relative.to_json(), "per_seed": seed_diffs, "verdict": _verdict(relative, seed_diffs)}
+
+
 def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) -> dict:
   """Seed statistics of every (method, kind, metric@beam) the seeds share.
 
@@ -78,35 +120,11 @@ def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) 
     if metric_at.split("@")[0] not in protocol.METRICS:
       continue
     per_seed = np.stack([v[key] for _, v in loaded])  # [seeds, B]
-    averaged = per_seed.mean(0)  # [B], NaN where a request has no target of this kind
-    kept = np.isfinite(averaged)
-    means = [float(np.nanmean(row)) for row in per_seed]
-    seed_mean, seed_std = stats.seed_spread(means)
-    interval = stats.bootstrap_mean(averaged[kept], resamples=resamples)
-    entry = {
-      "seed_mean": seed_mean,
-      "seed_std": seed_std,
-      "per_seed": means,
-      "ci": [interval.low, interval.high],
-      "vs_baseline": None,
-    }
+    entry = seed_entry(per_seed, resamples=resamples)
     base_key = f"{baseline}/{kind}/{metric_at}"
     if method != baseline and base_key in shared:
       base_seeds = np.stack([v[base_key] for _, v in loaded])  # [seeds, B]
-      both = kept & np.isfinite(base_seeds.mean(0))
-      if np.nanmean(base_seeds.mean(0)[both]) > 0:
-        relative = stats.paired_relative_difference(
-          averaged[both], base_seeds.mean(0)[both], resamples=resamples
-        )
-        seed_diffs = [
-          float(np.nanmean(s[both]) / np.nanmean(b[both]) - 1.0)
-          for s, b in zip(per_seed, base_seeds)
-        ]
-        entry["vs_baseline"] = {
-          **relative.to_json(),
-          "per_seed": seed_diffs,
-          "verdict": _verdict(relative, seed_diffs),
-        }
+      entry["vs_baseline"] = compare_seeds(per_seed, base_seeds, resamples=resamples)
     rows.setdefault(method, {}).setdefault(kind, {})[metric_at] = entry
   return {
     "split": split,

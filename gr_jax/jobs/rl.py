@@ -25,7 +25,7 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
-from gr_jax.eval import online
+from gr_jax.eval import online, rl_table
 from gr_jax.models import decoder
 from gr_jax.rl import eg_grpo, policy, updates
 from gr_jax.train import batching, optim, partitioning, trainer
@@ -113,6 +113,7 @@ def train_rl(
   metrics = {"train": result.last_metrics, "num_experts": config.num_experts, "seed": seed}
   params = jax.device_get(result.state.params)
   test = functools.partial(evaluation, split="test", requests=eval_requests, beams=eval_beam_sizes)
-  metrics["eval"], metrics["eval_sft"] = test(params), test(reference_params)
+  metrics["eval"] = test(params, keep=os.path.join(out_dir, rl_table.POLICY_VALUES))
+  metrics["eval_sft"] = test(reference_params, keep=os.path.join(out_dir, rl_table.SFT_VALUES))
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   return metrics

@@ -140,8 +140,11 @@ class PolicyEvaluation:
     self.mesh, self.rules = mesh, rules
     self.online = online
 
-  def __call__(self, params, *, split: str, requests: int, beams) -> dict:
-    """{beam: summary} (protocol.summarize) of `params` on `requests` requests of `split`."""
+  def __call__(self, params, *, split: str, requests: int, beams, keep: str | None = None):
+    """{beam: summary} (protocol.summarize) of `params` on `requests` requests of `split`.
+
+    `keep`: where to write the per-request values (an .npz), for paired tables.
+    """
     retriever = generator_retriever(
       self.generator,
       params,
@@ -161,6 +164,7 @@ class PolicyEvaluation:
       beams,
       online=self.online,
       split=split,
+      keep=keep,
     )
 
   def curve_point(self, requests: int):

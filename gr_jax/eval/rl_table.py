@@ -1,0 +1,103 @@
+"""Table 4 with intervals: RL variants against their SFT start and against vanilla GRPO.
+
+Every RL run keeps the per-request values of its final policy and of its SFT start
+on the same test requests (POLICY_VALUES, SFT_VALUES in the run directory). Runs
+named `<variant>_s<seed>` pool into one row per variant: mean ± std over seeds,
+the request interval of the seed-averaged values, and paired relative differences
+against SFT and against GRPO (K=0) with each seed's own difference (a win needs the
+interval above 0 and every seed to agree; gr_jax/eval/seeds.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from gr_jax.eval import report, seeds, stats
+
+POLICY_VALUES = "per_request_test.npz"
+SFT_VALUES = "per_request_sft.npz"
+COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10), ("onclk", 10))
+GRPO = "grpo_k0"
+
+
+def _load(path: str) -> dict[str, np.ndarray]:
+  with np.load(path) as values:
+    return {key: values[key] for key in values.files}
+
+
+def load_runs(run_dirs: list[str]) -> tuple[dict[str, list[dict]], dict | None]:
+  """({variant: [per-request values of each seed]}, the SFT start's values) of RL runs."""
+  variants: dict[str, list[dict]] = {}
+  sft = None
+  for run_dir in sorted(run_dirs):
+    path = os.path.join(run_dir, POLICY_VALUES)
+    if not os.path.exists(path):
+      continue
+    variant = re.sub(r"_s\d+$", "", os.path.basename(run_dir.rstrip("/")))
+    variants.setdefault(variant, []).append(_load(path))
+    if sft is None and os.path.exists(os.path.join(run_dir, SFT_VALUES)):
+      sft = _load(os.path.join(run_dir, SFT_VALUES))
+  return variants, sft
+
+
+def _stack(runs: list[dict], key: str) -> np.ndarray | None:
+  if any(key not in run for run in runs):
+    return None
+  return np.stack([run[key] for run in runs])  # [seeds, B]
+
+
+def _cell(entry: dict) -> str:
+  spread = f" ± {entry['seed_std']:.4f}" if len(entry["per_seed"]) > 1 else ""
+  return f"{entry['seed_mean']:.4f}{spread} [{entry['ci'][0]:.4f}, {entry['ci'][1]:.4f}]"
+
+
+def _gain(comparison: dict | None) -> str:
+  if comparison is None:
+    return "n/a"
+  interval = stats.Interval(comparison["value"], comparison["low"], comparison["high"])
+  return f"{stats.format_relative(interval)} {comparison['verdict']}"
+
+
+def table4(variants: dict[str, list[dict]], sft: dict | None, title: str) -> str:
+  """Markdown: values per variant, then paired gains against SFT and against GRPO (K=0)."""
+  columns = [f"{metric}@{beam}" for metric, beam in COLUMNS]
+  systems = ({"SFT": [sft]} if sft is not None else {}) | variants
+  rows, against_sft, against_grpo = [], [], []
+  for name, runs in systems.items():
+    row, sft_row, grpo_row = {"method": name}, {"method": name}, {"method": name}
+    for column in columns:
+      values = _stack(runs, column)
+      if values is None:
+        row[column] = sft_row[column] = grpo_row[column] = "n/a"
+        continue
+      row[column] = _cell(seeds.seed_entry(values))
+      if name != "SFT" and sft is not None and column in sft:
+        sft_row[column] = _gain(seeds.compare_seeds(values, sft[column][None]))
+      grpo = _stack(variants.get(GRPO, []), column) if name not in ("SFT", GRPO) else None
+      if grpo is not None and len(grpo) == len(values):
+        grpo_row[column] = _gain(seeds.compare_seeds(values, grpo))
+    row["seeds"] = len(runs)
+    rows.append(row)
+    if name != "SFT":
+      against_sft.append(sft_row)
+      if name != GRPO and GRPO in variants:
+        against_grpo.append(grpo_row)
+  sections = [report.markdown_table(rows, ["method", *columns, "seeds"], title=title)]
+  if against_sft:
+    sections.append(
+      report.markdown_table(
+        against_sft, ["method", *columns], title="paired relative difference against SFT"
+      )
+    )
+  if against_grpo:
+    sections.append(
+      report.markdown_table(
+        against_grpo,
+        ["method", *columns],
+        title="paired relative difference against GRPO (K=0), seed by seed",
+      )
+    )
+  return "\n".join(sections)
