@@ -76,7 +76,8 @@ def test_loss_at_every_position_matches_numpy(kind):
   inputs = np.array([[PAD, PAD, PAD, 0, 1, 2, 3, 4], [PAD, 6, 5, 4, 3, 2, 1, 0]], np.int32)
   targets = np.array([[PAD, PAD, PAD, 1, 2, 3, 4, 5], [PAD, 5, 4, 3, 2, 1, 0, 6]], np.int32)
   rng = jax.random.key(3)
-  loss, _ = task.loss(variables, {"inputs": inputs, "targets": targets}, rng)
+  loss, (measured, _) = task.loss(variables, {"inputs": inputs, "targets": targets}, rng)
+  assert measured["positions_left_out"] == 0
   hidden = np.asarray(model.apply(variables, inputs), np.float64)
   table = np.asarray(variables["params"]["item_embedding"][1:], np.float64)
   negatives = np.asarray(
@@ -84,6 +85,15 @@ def test_loss_at_every_position_matches_numpy(kind):
   )
   expected = _numpy_loss(hidden, table, targets, negatives, kind)
   np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+  if kind == "ce":
+    # The gathered loss over a budget of 12 of the 16 slots (12 real positions) is the same.
+    budget = sasrec.SasrecTask(model.config, kind, max_positions=12)
+    gathered, (measured, _) = budget.loss(variables, {"inputs": inputs, "targets": targets}, rng)
+    np.testing.assert_allclose(float(gathered), expected, rtol=1e-4)
+    assert measured["positions_left_out"] == 0
+    short = sasrec.SasrecTask(model.config, kind, max_positions=10)
+    _, (measured, _) = short.loss(variables, {"inputs": inputs, "targets": targets}, rng)
+    assert measured["positions_left_out"] == 2
 
 
 def _pattern_logs(num_items=12, num_users=64, length=10, seed=0):

@@ -12,6 +12,7 @@ import os
 import time
 
 import gin
+from absl import logging
 
 from gr_jax import io_utils
 from gr_jax.data import amazon
@@ -77,6 +78,9 @@ def train_sasrec(
     seed=seed,
   )
   results = sasrec_task.fit_and_evaluate(os.path.join(workdir, "sasrec"), config, fit, logs)
+  if results["preempted"]:
+    logging.warning("sasrec: preempted; rerun the same command to resume")
+    return results
   results.update(
     config={**vars(config), **vars(fit)},
     ks=list(fit.ks),

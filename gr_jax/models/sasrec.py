@@ -193,7 +193,8 @@ def sequence_loss(
   targets: jax.Array,
   negatives: jax.Array | None,
   kind: str,
-) -> jax.Array:
+  max_positions: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Mean loss over the non-padded positions.
 
   Args:
@@ -202,14 +203,28 @@ def sequence_loss(
     targets: [B, T] next item per position, PAD_ITEM (-1) where there is none.
     negatives: [B, T] one sampled negative per position ('bce' only).
     kind: 'bce' or 'ce' (module docstring).
+    max_positions: 'ce' only: score at most this many real positions per batch
+      (gathered first). Short sequences leave most of a max_len window padded, and
+      the [positions, N] logits dominate the step, so a budget well above the
+      batch's real positions saves most of it; real positions past the budget are
+      left out of the loss and counted.
 
   Returns:
-    Scalar loss.
+    (scalar loss, number of real positions left out).
   """
   weights = (targets >= 0).astype(jnp.float32)  # [B, T]
   safe = jnp.maximum(targets, 0)
+  dropped = jnp.zeros((), jnp.float32)
+  if kind == "ce" and max_positions is not None and max_positions < weights.size:
+    flat = weights.reshape(-1)  # [B*T]
+    (index,) = jnp.nonzero(flat, size=max_positions, fill_value=0)  # [P] real positions first
+    kept = jnp.arange(max_positions) < jnp.sum(flat)  # [P]
+    dropped = jnp.maximum(jnp.sum(flat) - max_positions, 0.0)
+    hidden = hidden.reshape(-1, hidden.shape[-1])[index]  # [P, D]
+    safe = safe.reshape(-1)[index]  # [P]
+    weights = kept.astype(jnp.float32)
   if kind == "ce":
-    logits = hidden @ item_table.T  # [B, T, N]
+    logits = hidden @ item_table.T  # [B, T, N] or [P, N]
     per_position = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
   elif kind == "bce":
     positive = jnp.sum(hidden * item_table[safe], -1)  # [B, T]
@@ -217,17 +232,21 @@ def sequence_loss(
     per_position = jax.nn.softplus(-positive) + jax.nn.softplus(negative)
   else:
     raise ValueError(f"sasrec loss: unknown '{kind}' ({', '.join(LOSSES)})")
-  return jnp.sum(per_position * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  return jnp.sum(per_position * weights) / jnp.maximum(jnp.sum(weights), 1.0), dropped
 
 
 class SasrecTask:
-  """TrainTask of SASRec: batch inputs [B, T] and targets [B, T] item ids (-1 = padding)."""
+  """TrainTask of SASRec: batch inputs [B, T] and targets [B, T] item ids (-1 = padding).
 
-  def __init__(self, config: SasrecConfig, loss: str = "ce"):
+  max_positions: see `sequence_loss` (None = every position of the window).
+  """
+
+  def __init__(self, config: SasrecConfig, loss: str = "ce", max_positions: int | None = None):
     if loss not in LOSSES:
       raise ValueError(f"SasrecTask.loss: unknown '{loss}' ({', '.join(LOSSES)})")
     self.config = config
     self.loss_kind = loss
+    self.max_positions = max_positions
     self.model = SASRec(config)
 
   def init(self, rng, batch):
@@ -243,5 +262,8 @@ class SasrecTask:
     negatives = None
     if self.loss_kind == "bce":
       negatives = sample_negatives(negative_rng, targets, self.config.num_items)
-    loss = sequence_loss(hidden, table, targets, negatives, self.loss_kind)
-    return loss, ({"positions": jnp.sum(targets >= 0).astype(jnp.float32)}, {})
+    loss, dropped = sequence_loss(
+      hidden, table, targets, negatives, self.loss_kind, self.max_positions
+    )
+    positions = jnp.sum(targets >= 0).astype(jnp.float32)
+    return loss, ({"positions": positions, "positions_left_out": dropped}, {})

@@ -155,6 +155,9 @@ class FitConfig:
   select_metric: str = "ndcg@10"
   ks: tuple[int, ...] = (10, 50)
   seed: int = 0
+  # CE scores this many real positions per example of a batch on average
+  # (`sasrec.sequence_loss`; Amazon Scientific has about 4 per user).
+  positions_per_example: int | None = 8
 
 
 def fit_and_evaluate(
@@ -163,9 +166,10 @@ def fit_and_evaluate(
   """Trains with early stopping on valid, then scores test once with the selected epoch.
 
   Returns:
-    {curve: [{epoch, step, seconds, <valid metrics>}], selected: {epoch, step, valid},
-     test: {metric: {value, low, high}}, epochs_run, steps_per_epoch, train_seconds,
-     num_train_users, requests: {valid, test}}.
+    {preempted: False, curve: [{epoch, step, seconds, <valid metrics>}],
+     selected: {epoch, step, valid}, test: {metric: {value, low, high}}, epochs_run,
+     steps_per_epoch, train_seconds, num_train_users, requests: {valid, test}};
+    after a SIGTERM only {preempted: True, curve, train_seconds} (nothing is scored).
   """
   start_time = time.perf_counter()
   examples = training_examples(logs, config.max_len)
@@ -188,7 +192,10 @@ def fit_and_evaluate(
     train_config.num_steps, learning_rate=fit.learning_rate, schedule="constant"
   )
   optimizer = optim.make_optimizer(schedule, b2=0.98, weight_decay=0.0, grad_clip_norm=None)
-  task = sasrec.SasrecTask(config, fit.loss)
+  max_positions = None
+  if fit.positions_per_example:
+    max_positions = fit.batch_size * fit.positions_per_example
+  task = sasrec.SasrecTask(config, fit.loss, max_positions)
   runner = trainer.Trainer(task, workdir, config=train_config, optimizer=optimizer)
   ranker = Ranker(task, runner, min(max(fit.ks), config.num_items))
   curve: list[dict] = []
@@ -216,11 +223,15 @@ def fit_and_evaluate(
   batch_fn = batching.epoch_batches(arrays, fit.batch_size, seed=fit.seed)
   result = runner.fit(batch_fn, eval_fn=eval_fn, should_stop=should_stop)
   train_seconds = time.perf_counter() - start_time
+  if result.preempted:  # checkpoint saved; a rerun resumes, and selects and reports
+    runner.close()
+    return {"preempted": True, "curve": curve, "train_seconds": train_seconds}
   selected = next(point for point in curve if point["step"] == best["step"])
   test = score(ranker(best["params"], test_histories), test_targets, fit.ks, intervals=True)
   valid = score(ranker(best["params"], valid_histories), valid_targets, fit.ks, intervals=True)
   runner.close()
   return {
+    "preempted": False,
     "curve": curve,
     "selected": {"epoch": selected["epoch"], "step": selected["step"], "valid": valid},
     "test": test,
