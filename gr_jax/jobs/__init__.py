@@ -8,6 +8,7 @@ from gr_jax.jobs import (  # noqa: F401
   report_seeds,
   rl,
   rl_report,
+  sasrec,
   seqrec_eval,
   sft,
   tokenizer,

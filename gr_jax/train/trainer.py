@@ -300,6 +300,7 @@ class Trainer:
     eval_fn: Callable[[TrainState, int], dict[str, float]] | None = None,
     writer: metric_writers.MetricWriter | None = None,
     prepare_batch: Callable[[TrainState, dict, int], dict] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
   ) -> FitResult:
     """Trains to `config.num_steps`, resuming when a checkpoint exists.
 
@@ -310,6 +311,9 @@ class Trainer:
       writer: where measurements go; default: console + TensorBoard in workdir/tb.
       prepare_batch: (state, device batch, step) -> device batch, run before each
         update with the current state (e.g. an RL rollout from the current policy).
+      should_stop: step -> True to end the run after that step's evaluation (early
+        stopping); asked after each periodic evaluation. The run then ends as a
+        finished one: final checkpoint and final evaluation.
 
     Returns:
       FitResult with the final state; `preempted` is True when SIGTERM stopped the
@@ -371,6 +375,9 @@ class Trainer:
             self.checkpointer.save(step, state)
           if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
             writer.write_scalars(step, eval_fn(state, step), prefix="eval")
+            if should_stop is not None and should_stop(step):
+              logging.info("stopping early at step %d", step)
+              break
           if sigterm.should_stop(step):
             logging.warning("SIGTERM: saving step %d and stopping; rerun to resume", step)
             # The signal may arrive during a periodic save of this very step.
