@@ -57,6 +57,7 @@ def train_sft(
   Returns:
     {stage: final train metrics}.
   """
+  hf_qwen.check_model_choice(model, init_from_hf)
   catalog, logs = workdir_lib.load_data(workdir)
   sid = workdir_lib.load_sid(workdir, tokenizer)
   if init_from_hf:

@@ -456,6 +456,12 @@ def hf_init_checkpoint(
   return directory
 
 
+def check_model_choice(model: str, init_from_hf: str | None) -> None:
+  """Raises ValueError for model 'hf' without a checkpoint folder (before any data loads)."""
+  if model == "hf" and not init_from_hf:
+    raise ValueError("train_sft.model = 'hf' takes the model from a checkpoint: bind init_from_hf")
+
+
 def generator_model_config(
   model: str, vocab_size: int, overrides: dict, init_from_hf: str | None = None
 ) -> decoder.DecoderConfig:
@@ -465,8 +471,7 @@ def generator_model_config(
   Raises:
     ValueError: model 'hf' without a checkpoint folder.
   """
-  if model == "hf" and not init_from_hf:
-    raise ValueError("train_sft.model = 'hf' takes the model from a checkpoint: bind init_from_hf")
+  check_model_choice(model, init_from_hf)
   if init_from_hf:
     return decoder_config_from_hf(read_hf_config(init_from_hf), vocab_size, **overrides)
   return decoder.decoder_preset(model, vocab_size=vocab_size, **overrides)
