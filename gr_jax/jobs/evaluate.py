@@ -67,7 +67,7 @@ def evaluate(
   curve_tokenizers = tokenizers if curve_tokenizers is None else curve_tokenizers
   values, extras = {}, {}
   for name in tokenizers:
-    sid_artefacts = workdir_lib.load_sid(workdir, name)
+    sid_artefacts = workdir_lib.load_sid(workdir, name, catalog.num_items)
     item_sid = sid_artefacts.tables.item_sid
     semantic_beams = protocol.semantic_beams(
       beam_sizes,
@@ -81,6 +81,7 @@ def evaluate(
       if not os.path.exists(workdir_lib.sft_dir(workdir, name, stage)):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stage)
         continue
+      workdir_lib.require_generator(workdir, name, stage)
       generator, retriever = retriever_lib.load_retriever(
         workdir, name, stage, catalog, sid_artefacts, mesh=mesh, rules=rules
       )

@@ -45,12 +45,19 @@ def train_rl(
 ):
   """Runs EG-GRPO from the SFT generator; writes WORKDIR/rl/<tokenizer>/<name>/metrics.json."""
   catalog, logs = workdir_lib.load_data(workdir)
-  sid = workdir_lib.load_sid(workdir, tokenizer)
+  sid = workdir_lib.load_sid(workdir, tokenizer, catalog.num_items)
   init_dir = workdir_lib.sft_dir(workdir, tokenizer, init_stage)
+  workdir_lib.require_generator(workdir, tokenizer, init_stage)
+  config, update_schedule = eg_grpo.EgGrpoConfig(), updates.UpdateSchedule()
+  out_dir = workdir_lib.rl_dir(workdir, tokenizer, name)
+  settings = dict(batch=batch_size, lr=learning_rate, seed=seed, eval=eval_requests)
+  settings.update(beams=eval_beam_sizes, grpo=str(config), updates=str(update_schedule))
+  settings.update(trainer.TrainerConfig().settings())
+  record = workdir_lib.rl_stage(workdir, tokenizer, name, init_stage, settings)
+  if record.reuse(legacy_finished=False):
+    return io_utils.read_json(os.path.join(out_dir, "metrics.json"))
   generator, reference_params = workdir_lib.load_generator(init_dir)
   vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
-  config = eg_grpo.EgGrpoConfig()
-  out_dir = workdir_lib.rl_dir(workdir, tokenizer, name)
   arrays = policy.rl_examples(catalog, logs, sid.tables.item_sid, vocab, generator)
   num_requests = len(arrays["prompt"])
   experts = config.num_experts
@@ -85,7 +92,7 @@ def train_rl(
     schedule=schedule,
     optimizer=optim.make_optimizer(schedule),
   )
-  schedule = updates.UpdateSchedule()
+  schedule = update_schedule
   schedule.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
   prepare_batch = policy.make_prepare_batch(
     config, policy_fns, reference, mesh, rules, seed, schedule
@@ -104,4 +111,5 @@ def train_rl(
     retriever, generator, catalog, logs, sid.tables.item_sid, vocab, eval_requests, eval_beam_sizes
   )
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  record.finish()
   return metrics

@@ -100,6 +100,10 @@ class TrainerConfig:
   progress_bar: bool = True
   check_finite: bool = True
 
+  def settings(self) -> dict:
+    """The fields that change a run's result (for the stage record); not logging knobs."""
+    return {"num_steps": self.num_steps, "seed": self.seed}
+
 
 @dataclasses.dataclass
 class FitResult:
