@@ -37,6 +37,10 @@ class ArtefactError(UserError):
   """An artefact file is missing, unfinished, truncated or of the wrong shape; named."""
 
 
+class RetrieverInputError(UserError):
+  """A Retriever was given inputs it cannot serve (bad ids, empty batch, bad beam size)."""
+
+
 class DistributedConfigError(UserError):
   """The multi-host environment variables are inconsistent; the message names them."""
 
