@@ -33,7 +33,11 @@ _PARSE_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, ImportError, Type
 
 
 def parse(gin_files, bindings, search_paths=()) -> None:
-  """Parses gin files then bindings; raises errors.GinConfigError naming the culprit."""
+  """Parses gin files then bindings and checks the bound settings (gr_jax/validation.py).
+
+  Raises:
+    errors.GinConfigError: naming the file or binding at fault.
+  """
   _import_jobs()
   for path in (*search_paths, *DEFAULT_SEARCH_PATHS):
     if path not in gin.config._LOCATION_PREFIXES:  # one entry per path, however many parses
@@ -57,6 +61,8 @@ def parse(gin_files, bindings, search_paths=()) -> None:
       gin.finalize()
     except _PARSE_ERRORS as e:  # e.g. a macro used but never defined
       raise errors.GinConfigError(f"gin config: {_one_line(e, max_lines=1)}") from e
+  # Types and ranges, before the entry point writes anything or a job loads anything.
+  validation.check_bindings()
 
 
 @contextlib.contextmanager
@@ -97,9 +103,7 @@ def run(workdir: str, job=gin.REQUIRED, redo: bool = False):
 
 
 def run_job(workdir: str):
-  """Checks the settings, then runs `run.job`, turning config and data mistakes into
-  errors.UserError."""
-  validation.check_bindings()
+  """Runs `run.job`, turning config and data mistakes into errors.UserError."""
   try:
     return run(workdir)
   except RuntimeError as e:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 
 import gin
 import numpy as np
 
-from gr_jax import errors, fingerprint
+from gr_jax import errors, fingerprint, io_utils
 from gr_jax.data import schema
 from gr_jax.data.text import hf_vocab
 from gr_jax.data.text import vocab as text_vocab
@@ -89,11 +90,26 @@ def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:
       f"{catalog_path}: no dataset in this work directory; run the data job first "
       "(gin_configs/runs/data.gin)"
     )
-  catalog = schema.load_catalog(catalog_path)
-  logs = schema.load_logs(os.path.join(directory, "logs.npz"))
+  catalog = _read_artefact(schema.load_catalog, catalog_path)
+  logs = _read_artefact(schema.load_logs, os.path.join(directory, "logs.npz"))
   if catalog.features is not None:
     catalog.features = np.asarray(catalog.features, np.float32)
   return catalog, logs
+
+
+# What numpy / zipfile / msgpack raise on a truncated, corrupt or foreign file.
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile)
+
+
+def _read_artefact(loader, path: str):
+  """loader(path), with a corrupt or truncated file named in an errors.ArtefactError."""
+  try:
+    return loader(path)
+  except _UNREADABLE as e:
+    raise errors.ArtefactError(
+      f"{path}: unreadable, truncated or corrupt ({type(e).__name__}: {str(e)[:120]}); "
+      "make it again (rerun its job with --gin_bindings='run.redo = True')"
+    ) from e
 
 
 def load_sid(workdir: str, tokenizer: str, num_items: int | None = None) -> tables.SidArtefacts:
@@ -114,10 +130,7 @@ def load_sid(workdir: str, tokenizer: str, num_items: int | None = None) -> tabl
   fingerprint.require(
     f"tokenizer '{tokenizer}'", directory, {"data": data_fingerprint(workdir)}, legacy_finished=True
   )
-  try:
-    artefacts = tables.load_sid_artefacts(directory)
-  except (OSError, ValueError, KeyError, EOFError) as e:
-    raise errors.ArtefactError(f"{directory}: SID artefacts unreadable ({e})") from e
+  artefacts = _read_artefact(tables.load_sid_artefacts, directory)
   rows = artefacts.tables.item_sid.shape[0]
   if num_items is not None and rows != num_items:
     raise errors.ArtefactError(
@@ -203,6 +216,15 @@ def rl_stage(
   }
   folder = rl_dir(workdir, tokenizer, name)
   return fingerprint.Stage(f"RL run {tokenizer}/{name}", folder, settings, inputs)
+
+
+def keep_tokenizer_record(record: dict | None, folder: str, new_items: str) -> None:
+  """Writes a tokenizer's record into `folder` after an item update (no-op without one)."""
+  if record is None:
+    return
+  inputs = dict(record.get("inputs", {}))
+  inputs["new_items"] = [*inputs.get("new_items", []), fingerprint.file_fingerprint(new_items)]
+  io_utils.write_json(os.path.join(folder, fingerprint.STAGE_FILE), {**record, "inputs": inputs})
 
 
 def require_generator(workdir: str, tokenizer: str, stage: str) -> None:

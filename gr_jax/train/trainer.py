@@ -322,7 +322,7 @@ class Trainer:
       else "no checkpoint was saved; a rerun starts afresh"
     )
     return NonFiniteLossError(
-      f"training diverged: {what} is NaN/Inf at step {step}; nothing non-finite was saved "
+      f"training diverged: {what} became NaN/Inf at step {step}; nothing non-finite was saved "
       f"to {self.checkpointer.directory}: {resume} (lower the learning rate or check the data)"
     )
 
