@@ -78,6 +78,11 @@ RANGES = {
   "TrainerConfig.max_to_keep": POSITIVE,
   "regression_batches.batch_size": POSITIVE,
   "prepare_data.preset": lambda v: None if isinstance(v, str) and v else "must be a preset name",
+  "prepare_data.on_error": lambda v: (
+    None if v in ("raise", "skip") else "must be 'raise' or 'skip'"
+  ),
+  "save_catalog.max_text_chars": POSITIVE,
+  "save_logs.max_text_chars": POSITIVE,
   "train_tokenizer.batch_size": POSITIVE,
   "train_tokenizer.assign_batch_size": POSITIVE,
   "train_tokenizer.two_tower_steps": POSITIVE,

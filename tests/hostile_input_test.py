@@ -240,3 +240,57 @@ def test_artefact_folders_get_the_users_normal_permissions(tmp_path):
   os.umask(umask)
   assert os.stat(sid_dir).st_mode & 0o777 == 0o777 & ~umask
   assert os.stat(os.path.join(sid_dir, "item_sid.npy")).st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------- data files
+
+
+def _cut_last_line(path):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[: data.rstrip(b"\n").rfind(b"\t") + 2])  # mid-field, no final newline
+
+
+def test_truncated_data_file_is_refused_or_skipped_and_reported(tmp_path):
+  from amazon_test import write_fixture
+
+  from gr_jax.data.amazon import prepare, reader
+
+  data_dir = write_fixture(tmp_path / "raw")
+  inter = os.path.join(data_dir, reader.INTER_FILES["test"])
+  _cut_last_line(inter)
+  with pytest.raises(errors.DataContractError, match="no final newline: the file looks truncated"):
+    reader.load_amazon_scientific(data_dir)
+  _, logs, info = reader.load_amazon_scientific(data_dir, on_error="skip")
+  assert info.skip_report.counts["truncated last line"] == 1
+  assert info.split_rows["test"] == 1
+  prepare.write_load_report(str(tmp_path / "data"), info)
+  report = json.loads((tmp_path / "data" / prepare.SKIP_REPORT).read_text())
+  assert report["counts"] == {"truncated last line": 1}
+  assert "Scientific.test.inter: row 3: field 'line'" in report["dropped"]["truncated last line"][0]
+  with np.load(tmp_path / "data" / prepare.ID_MAPS) as maps:
+    assert len(maps["item_asin"]) == info.num_items and len(maps["user_key"]) == info.num_users
+
+
+def test_one_hostile_row_cannot_blow_up_the_catalog(tmp_path):
+  from gr_jax.data import schema
+
+  n = 2000
+  titles = np.array([f"item {i}" for i in range(n)], dtype=object)
+  titles[7] = "x" * 1_000_000  # one hostile row
+  catalog = schema.Catalog(
+    title=titles,
+    category_path=np.array([("a", "b")] * n + [None], dtype=object)[:-1],
+    category_id=np.zeros(n, np.int32),
+    brand=np.array(["é"] * n, dtype=object),
+    efficiency_score=np.ones(n, np.float32),
+    category_names=np.array(["a > b"], dtype=object),
+  )
+  path = str(tmp_path / "catalog.npz")
+  schema.save_catalog(catalog, path)
+  assert os.path.getsize(path) < 100_000  # fixed-width strings: 2000 x 4 MB
+  loaded = schema.load_catalog(path)
+  assert len(loaded.title[7]) == schema.MAX_TEXT_CHARS
+  assert loaded.title[3] == "item 3" and loaded.brand[0] == "é"
+  assert loaded.category_path[5] == ("a", "b")

@@ -25,6 +25,7 @@ def prepare_data(
   overrides=None,
   amazon_dir: str | None = None,
   feature_cache_dir: str | None = None,
+  on_error: str = "raise",
 ):
   """Writes catalog.npz and logs.npz (and, for the world, its latents) to WORKDIR/data.
 
@@ -38,6 +39,8 @@ def prepare_data(
       GR_JAX_AMAZON_DIR environment variable, as for the TFDS builder).
     feature_cache_dir: where MiniLM embeddings are memoised (source 'amazon';
       default WORKDIR/data/text_cache). Share one folder across runs to encode once.
+    on_error: source 'amazon': 'raise' stops at the first bad row; 'skip' drops bad rows
+      and writes data/skip_report.json (every dropped row, by reason) and id_maps.npz.
 
   Returns:
     The data directory.
@@ -58,14 +61,14 @@ def prepare_data(
       )
   config = {"source": source, "preset": preset, "overrides": dict(overrides or {})}
   if source == "amazon":
-    config.update(preset=None, amazon_dir=os.path.abspath(amazon_dir) if amazon_dir else None)
+    config.update(preset=None, amazon_dir=os.path.abspath(amazon_dir), on_error=on_error)
   stage = fingerprint.Stage("data", out, config, {})
   if stage.reuse(legacy_finished=workdir_lib.has_data(workdir), clear=lambda: _clear(out)):
     logging.info("data: reusing the dataset in %s", out)
     return out
   if source == "amazon":
     cache_dir = feature_cache_dir or os.path.join(out, "text_cache")
-    prepare.prepare_amazon(out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST)
+    prepare.prepare_amazon(out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST, on_error)
     stage.finish()
     return out
   start = time.perf_counter()
