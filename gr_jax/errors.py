@@ -37,6 +37,10 @@ class ArtefactError(UserError):
   """An artefact file is missing, unfinished, truncated or of the wrong shape; named."""
 
 
+class EmptyDatasetError(UserError):
+  """A job's dataset (or the split it reads) holds no usable row."""
+
+
 class RetrieverInputError(UserError):
   """A Retriever was given inputs it cannot serve (bad ids, empty batch, bad beam size)."""
 

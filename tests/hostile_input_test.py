@@ -294,3 +294,25 @@ def test_one_hostile_row_cannot_blow_up_the_catalog(tmp_path):
   assert len(loaded.title[7]) == schema.MAX_TEXT_CHARS
   assert loaded.title[3] == "item 3" and loaded.brand[0] == "é"
   assert loaded.category_path[5] == ("a", "b")
+
+
+def test_empty_dataset_is_named():
+  from gr_jax.data import schema
+  from gr_jax.eval import protocol
+  from gr_jax.train import batching
+
+  with pytest.raises(errors.EmptyDatasetError, match="no training examples"):
+    batching.epoch_batches({"tokens": np.zeros((0, 4), np.int32)}, batch_size=8)
+  logs = schema.SearchLogs(
+    request_id=np.arange(2),
+    user_id=np.zeros(2, np.int32),
+    user_profile=np.zeros((2, 2), np.int32),
+    recent_clicks=np.full((2, 1), schema.PAD_ITEM, np.int32),
+    query=np.array(["q", "q"], object),
+    exposed=np.array([[1], [2]], np.int32),
+    clicked=np.array([[1], [2]], np.int32),
+    purchased=np.full((2, 1), schema.PAD_ITEM, np.int32),
+    split=np.zeros(2, np.int8),  # train only
+  )
+  with pytest.raises(errors.EmptyDatasetError, match="split 'test' has no request"):
+    protocol.sample_requests(logs, "test", 10, seed=0)
