@@ -62,7 +62,7 @@ def parse(gin_files, bindings, search_paths=()) -> None:
     except _PARSE_ERRORS as e:  # e.g. a macro used but never defined
       raise errors.GinConfigError(f"gin config: {_one_line(e, max_lines=1)}") from e
   # Types and ranges, before the entry point writes anything or a job loads anything.
-  validation.check_bindings()
+  validation.check_bindings(_find_configurable)
 
 
 @contextlib.contextmanager
@@ -75,6 +75,23 @@ def _quiet_gin():
     yield
   finally:
     root.setLevel(level)
+
+
+def _find_configurable(name: str):
+  """The job function (or workdir.text_vocabulary) gin knows as `name`, for type checks."""
+  import importlib
+  import pkgutil
+
+  from gr_jax import jobs
+  from gr_jax import workdir as workdir_lib
+
+  if name == "text_vocabulary":
+    return workdir_lib.text_vocabulary
+  for info in pkgutil.iter_modules(jobs.__path__):
+    fn = getattr(importlib.import_module(f"gr_jax.jobs.{info.name}"), name, None)
+    if callable(fn):
+      return fn
+  return None
 
 
 def _resolve(gin_file: str, search_paths) -> str:

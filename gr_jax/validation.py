@@ -160,14 +160,13 @@ def _type_problem(annotation: str, value) -> str | None:
   return f"must be of type {annotation}, got {type(value).__name__}"
 
 
-def _parameters(name: str) -> dict[str, str]:
+def _parameters(name: str, find) -> dict[str, str]:
   """{parameter: annotation string} of configurable `name` (a job or a config dataclass)."""
-  from gr_jax import jobs  # noqa: F401  (registers the jobs)
   from gr_jax.train import trainer
 
   if name == "TrainerConfig":
     return {f.name: str(f.type) for f in dataclasses.fields(trainer.TrainerConfig)}
-  fn = _find_job(name)
+  fn = find(name)
   if fn is None:
     return {}
   return {
@@ -177,32 +176,18 @@ def _parameters(name: str) -> dict[str, str]:
   }
 
 
-def _find_job(name: str):
-  import importlib
-  import pkgutil
-
-  from gr_jax import jobs
-
-  for info in pkgutil.iter_modules(jobs.__path__):
-    module = importlib.import_module(f"gr_jax.jobs.{info.name}")
-    fn = getattr(module, name, None)
-    if callable(fn):
-      return fn
-  if name == "text_vocabulary":
-    from gr_jax import workdir
-
-    return workdir.text_vocabulary
-  return None
-
-
-def check_bindings() -> None:
+def check_bindings(find=lambda name: None) -> None:
   """Checks the bound settings (module docstring) before a job starts.
+
+  Args:
+    find: configurable name -> its function, or None (the job registry, gin_utils,
+      supplies it: library modules do not import jobs).
 
   Raises:
     errors.GinConfigError: naming the binding, its value and what was expected.
   """
   for name in CHECKED:
-    for param, annotation in _parameters(name).items():
+    for param, annotation in _parameters(name, find).items():
       value = _bound(f"{name}.{param}")
       if value is _MISSING:
         continue
