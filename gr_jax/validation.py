@@ -83,6 +83,10 @@ RANGES = {
   ),
   "save_catalog.max_text_chars": POSITIVE,
   "save_logs.max_text_chars": POSITIVE,
+  "TokenizerConfig.codebook_sizes": _ints_at_least(2),
+  "TokenizerConfig.latent_dim": POSITIVE,
+  "TokenizerConfig.encoder_hidden": _ints_at_least(1, allow_empty=True),
+  "TokenizerConfig.decoder_hidden": _ints_at_least(1, allow_empty=True),
   "train_tokenizer.batch_size": POSITIVE,
   "train_tokenizer.assign_batch_size": POSITIVE,
   "train_tokenizer.two_tower_steps": POSITIVE,
@@ -117,6 +121,7 @@ CHECKED = (
   "train_rl",
   "assign_items",
   "TrainerConfig",
+  "TokenizerConfig",
   "text_vocabulary",
 )
 
@@ -162,10 +167,12 @@ def _type_problem(annotation: str, value) -> str | None:
 
 def _parameters(name: str, find) -> dict[str, str]:
   """{parameter: annotation string} of configurable `name` (a job or a config dataclass)."""
+  from gr_jax.sid import rqvae
   from gr_jax.train import trainer
 
-  if name == "TrainerConfig":
-    return {f.name: str(f.type) for f in dataclasses.fields(trainer.TrainerConfig)}
+  configs = {"TrainerConfig": trainer.TrainerConfig, "TokenizerConfig": rqvae.TokenizerConfig}
+  if name in configs:
+    return {f.name: str(f.type) for f in dataclasses.fields(configs[name])}
   fn = find(name)
   if fn is None:
     return {}

@@ -86,6 +86,21 @@ def test_diverging_run_saves_nothing_non_finite(tmp_path):
   assert not os.path.exists(tmp_path / "metrics.json")
 
 
+@pytest.mark.slow
+def test_changed_request_to_a_finished_stage_is_refused_and_same_request_reused(tmp_path):
+  data = ["--gin_file=runs/data.gin", "--gin_bindings=prepare_data.preset = 'tiny'"]
+  rc, _, stderr = _main(tmp_path, *data)
+  assert rc == 0, stderr[-2000:]
+  before = _listing(tmp_path / "data")
+  rc, _, stderr = _main(tmp_path, *data)
+  assert rc == 0 and "reusing the dataset" in stderr
+  rc, lines, stderr = _main(tmp_path, "--gin_file=runs/data.gin")  # preset 'small'
+  _assert_one_line(
+    rc, lines, stderr, "config.preset: 'tiny' -> 'small'", "--gin_bindings='run.redo = True'"
+  )
+  assert _listing(tmp_path / "data") == before
+
+
 # ------------------------------------------------------------------------ gin, in process
 
 
