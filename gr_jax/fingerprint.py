@@ -6,8 +6,10 @@ Every stage (data, tokenizer, each SFT stage, RL) keeps `stage.json` in its fold
 
 `config` holds the settings that change the stage's result (not logging knobs);
 `inputs` the fingerprints of what it read: data files, SID artefacts, and the `id`
-of the parent stage whose checkpoint it started from (a fresh id each time a stage
-starts afresh, so a redone parent is seen as changed even with equal settings).
+of the parent stage whose checkpoint it started from. The id is a hash of the
+request, chained with the previous id on a redo, so a redone parent is seen as
+changed even with equal settings, and every process of a multi-host run computes
+the same id.
 
 A file's fingerprint is its size plus a SHA-256 of its bytes: all of them for files
 up to 4 MiB, else three 1 MiB samples (start, middle, end). It is cheap on huge
@@ -26,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 
 from absl import logging
@@ -94,6 +95,10 @@ def _flatten(value, prefix: str) -> dict:
   return {prefix: value}
 
 
+def _digest(value) -> str:
+  return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def _differences(record: dict, wanted: dict) -> list[str]:
   old, new = {}, {}
   for part in ("config", "inputs"):
@@ -112,7 +117,7 @@ class Stage:
   def __init__(self, what: str, folder: str, config: dict, inputs: dict):
     self.what, self.folder = what, folder
     self.wanted = {"config": _normalise(config), "inputs": _normalise(inputs)}
-    self.id = uuid.uuid4().hex
+    self.id = _digest(self.wanted)
 
   def reuse(self, *, legacy_finished: bool, clear: Callable[[], None] | None = None) -> bool:
     """True when the stage finished with this very request (nothing to do).
@@ -146,6 +151,7 @@ class Stage:
         )
       else:
         logging.warning("%s: redo (%s)", self.what, "; ".join(diff[:6]))
+        self.id = _digest([self.wanted, record.get("id")])
         (clear or (lambda: shutil.rmtree(self.folder, ignore_errors=True)))()
     self._write(self.folder, finished=False)
     return False

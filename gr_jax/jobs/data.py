@@ -92,6 +92,6 @@ def _clear(out: str) -> None:
     if entry != "text_cache":
       path = os.path.join(out, entry)
       if os.path.isdir(path):
-        shutil.rmtree(path)
-      else:
+        shutil.rmtree(path, ignore_errors=True)
+      elif os.path.exists(path):  # another process of the job may have removed it
         os.remove(path)
