@@ -40,7 +40,8 @@ def parse(gin_files, bindings, search_paths=()) -> None:
   """
   _import_jobs()
   for path in (*search_paths, *DEFAULT_SEARCH_PATHS):
-    if path not in gin.config._LOCATION_PREFIXES:  # one entry per path, however many parses
+    # One entry per path however many parses (the list is named in every include error).
+    if path not in getattr(gin.config, "_LOCATION_PREFIXES", ()):
       gin.add_config_file_search_path(path)
   with _quiet_gin():
     for gin_file in gin_files:
