@@ -122,6 +122,7 @@ def run(workdir: str, job=gin.REQUIRED, redo: bool = False):
 
 def run_job(workdir: str):
   """Runs `run.job`, turning config and data mistakes into errors.UserError."""
+  validation.check_combinations()
   try:
     return run(workdir)
   except RuntimeError as e:

@@ -208,3 +208,17 @@ def check_bindings(find=lambda name: None) -> None:
     problem = rule(value)
     if problem:
       raise errors.GinConfigError(f"gin binding {selector} = {value!r}: {problem}")
+
+
+def check_combinations() -> None:
+  """Settings that are only wrong together; checked when a job starts (a run file parsed
+  alone may leave a value to the command line).
+
+  Raises:
+    errors.GinConfigError: naming the bindings.
+  """
+  if _bound("train_sft.model") == "hf" and _bound("train_sft.init_from_hf") in (_MISSING, None):
+    raise errors.GinConfigError(
+      "gin binding train_sft.model = 'hf': the model is taken from a checkpoint; bind "
+      "train_sft.init_from_hf to a Hugging Face Qwen2 folder"
+    )
