@@ -20,6 +20,31 @@ class DataContractError(UserError):
   """A row breaks the data contract; the message names dataset, row and field."""
 
 
+class NonFiniteError(UserError):
+  """Training produced NaN/Inf weights, optimizer state or loss; nothing non-finite was saved.
+
+  The message names the step, the checkpoint directory and the last finite checkpoint
+  (the one a rerun resumes from).
+  """
+
+
+class StageMismatchError(UserError):
+  """A finished stage or its input was made with another configuration or input; the
+  message lists what differs and the knob that redoes the stage."""
+
+
+class ArtefactError(UserError):
+  """An artefact file is missing, unfinished, truncated or of the wrong shape; named."""
+
+
+class EmptyDatasetError(UserError):
+  """A job's dataset (or the split it reads) holds no usable row."""
+
+
+class RetrieverInputError(UserError):
+  """A Retriever was given inputs it cannot serve (bad ids, empty batch, bad beam size)."""
+
+
 class DistributedConfigError(UserError):
   """The multi-host environment variables are inconsistent; the message names them."""
 

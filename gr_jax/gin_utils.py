@@ -7,12 +7,15 @@ module is the job registry, the one library module that imports gr_jax.jobs.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import tokenize
 
 import gin
 
-from gr_jax import errors, io_utils
+from gr_jax import errors, fingerprint, io_utils, validation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SEARCH_PATHS = (os.path.join(REPO_ROOT, "gin_configs"), REPO_ROOT)
@@ -23,26 +26,73 @@ def _import_jobs() -> None:
   from gr_jax import jobs  # noqa: F401
 
 
+# Everything gin's parser raises for a malformed file or binding: bad syntax, unbalanced
+# brackets (a tokenizer error), an unknown configurable, parameter or macro, a failed
+# `import` line.
+_PARSE_ERRORS = (ValueError, SyntaxError, tokenize.TokenError, ImportError, TypeError, KeyError)
+
+
 def parse(gin_files, bindings, search_paths=()) -> None:
-  """Parses gin files then bindings; raises errors.GinConfigError naming the culprit."""
+  """Parses gin files then bindings and checks the bound settings (gr_jax/validation.py).
+
+  Raises:
+    errors.GinConfigError: naming the file or binding at fault.
+  """
   _import_jobs()
   for path in (*search_paths, *DEFAULT_SEARCH_PATHS):
-    gin.add_config_file_search_path(path)
-  for gin_file in gin_files:
+    # One entry per path however many parses (the list is named in every include error).
+    if path not in getattr(gin.config, "_LOCATION_PREFIXES", ()):
+      gin.add_config_file_search_path(path)
+  with _quiet_gin():
+    for gin_file in gin_files:
+      try:
+        gin.parse_config_file(_resolve(gin_file, search_paths))
+      except OSError as e:
+        raise errors.GinConfigError(
+          f"gin file '{gin_file}': cannot be read ({_one_line(e.strerror or e)})"
+        ) from e
+      except _PARSE_ERRORS as e:
+        raise errors.GinConfigError(f"gin file '{gin_file}': {_one_line(e)}") from e
+    for binding in bindings:
+      try:
+        gin.parse_config(binding)
+      except _PARSE_ERRORS as e:
+        raise errors.GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
     try:
-      gin.parse_config_file(_resolve(gin_file, search_paths))
-    except OSError as e:
-      raise errors.GinConfigError(
-        f"gin file '{gin_file}': cannot be read ({e.strerror or e})"
-      ) from e
-    except (ValueError, SyntaxError) as e:
-      raise errors.GinConfigError(f"gin file '{gin_file}': {_one_line(e)}") from e
-  for binding in bindings:
-    try:
-      gin.parse_config(binding)
-    except (ValueError, SyntaxError) as e:
-      raise errors.GinConfigError(f"gin binding '{binding}': {_one_line(e)}") from e
-  gin.finalize()
+      gin.finalize()
+    except _PARSE_ERRORS as e:  # e.g. a macro used but never defined
+      raise errors.GinConfigError(f"gin config: {_one_line(e, max_lines=1)}") from e
+  # Types and ranges, before the entry point writes anything or a job loads anything.
+  validation.check_bindings(_find_configurable)
+
+
+@contextlib.contextmanager
+def _quiet_gin():
+  """Silences gin's own ERROR lines (one per search path tried), so a failure stays one line."""
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
+
+
+def _find_configurable(name: str):
+  """The job function (or workdir.text_vocabulary) gin knows as `name`, for type checks."""
+  import importlib
+  import pkgutil
+
+  from gr_jax import jobs
+  from gr_jax import workdir as workdir_lib
+
+  if name == "text_vocabulary":
+    return workdir_lib.text_vocabulary
+  for info in pkgutil.iter_modules(jobs.__path__):
+    fn = getattr(importlib.import_module(f"gr_jax.jobs.{info.name}"), name, None)
+    if callable(fn):
+      return fn
+  return None
 
 
 def _resolve(gin_file: str, search_paths) -> str:
@@ -57,13 +107,22 @@ def _resolve(gin_file: str, search_paths) -> str:
 
 
 @gin.configurable
-def run(workdir: str, job=gin.REQUIRED):
-  """Calls the configured job."""
-  return job(workdir)
+def run(workdir: str, job=gin.REQUIRED, redo: bool = False):
+  """Calls the configured job.
+
+  Args:
+    workdir: the run's work directory.
+    job: the job function.
+    redo: make again the stages whose recorded settings or inputs differ from this
+      request (default: stop with an error listing the differences).
+  """
+  with fingerprint.redo(redo):
+    return job(workdir)
 
 
 def run_job(workdir: str):
   """Runs `run.job`, turning config and data mistakes into errors.UserError."""
+  validation.check_combinations()
   try:
     return run(workdir)
   except RuntimeError as e:
@@ -99,6 +158,13 @@ def write_operative_config(workdir: str, before_run: bool = False) -> None:
   io_utils.write_text(os.path.join(workdir, name), text)
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e, max_lines: int = 3) -> str:
+  if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
+    return f"{e.args[0]} at line {e.args[1][0]}: unbalanced brackets or quotes"
+  macro = re.search(r"No bindings specified for '([^'/]+)/gin\.macro'", str(e))
+  if macro:
+    return f"macro %{macro.group(1)} is used but never bound"
   lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-  return " ".join(lines[:3]) if lines else type(e).__name__
+  text = " ".join(lines[:max_lines]) if lines else type(e).__name__
+  # Python's ast messages carry object addresses; they say nothing to the user.
+  return re.sub(r"<ast\.\w+ object at 0x[0-9a-f]+>", "value", text)

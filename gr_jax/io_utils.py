@@ -26,6 +26,22 @@ def temp_path(path: str) -> str:
   return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def normal_permissions(path: str) -> None:
+  """Gives a tempfile-made file or folder the mode a plain open / makedirs would have.
+
+  tempfile creates them readable by the owner only (0600 / 0700); renamed into place
+  they would keep that mode and lock collaborators out of a shared work directory.
+  """
+  mode = 0o777 if os.path.isdir(path) else 0o666
+  os.chmod(path, mode & ~_umask())
+
+
 def write_json(path: str, payload) -> None:
   write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=float))
 

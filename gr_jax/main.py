@@ -59,7 +59,9 @@ def main(argv: list[str]) -> None:
 
 def _fail(message: str) -> None:
   logging.flush()
-  print(f"error: {message}", file=sys.stderr)
+  # gin appends "In call to configurable ..." lines to errors raised inside jobs.
+  lines = [ln for ln in message.splitlines() if not ln.strip().startswith("In call to ")]
+  print(f"error: {' '.join(ln.strip() for ln in lines)}", file=sys.stderr)
   sys.exit(2)
 
 

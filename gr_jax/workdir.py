@@ -7,15 +7,22 @@ how a stage loads what the stages before it wrote.
     WORKDIR/sft/<tok>/<stage>/   generator.json + orbax checkpoints of one SFT stage
     WORKDIR/rl/<tok>/<name>/     RL checkpoints and metrics.json
     WORKDIR/eval/                metrics.json, results.md, plots, table4.md
+
+Each stage folder (data/, sid/<tok>/, sid_train/<tok>/, sft/<tok>/<stage>/, rl/...)
+also holds stage.json, the record of the settings and inputs that made it
+(gr_jax/fingerprint.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import zipfile
 
 import gin
 import numpy as np
 
+from gr_jax import errors, fingerprint, io_utils
 from gr_jax.data import schema
 from gr_jax.data.text import hf_vocab
 from gr_jax.data.text import vocab as text_vocab
@@ -83,8 +90,8 @@ def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:
       f"{catalog_path}: no dataset in this work directory; run the data job first "
       "(gin_configs/runs/data.gin)"
     )
-  catalog = schema.load_catalog(catalog_path)
-  logs = schema.load_logs(os.path.join(directory, "logs.npz"))
+  catalog = _read_artefact(schema.load_catalog, catalog_path)
+  logs = _read_artefact(schema.load_logs, os.path.join(directory, "logs.npz"))
   if catalog.features is not None:
     catalog.features = np.asarray(catalog.features, np.float32)
   return catalog, logs
@@ -97,9 +104,151 @@ def load_world(workdir: str) -> simulator.World | None:
   return simulator.load_world(data_dir(workdir))
 
 
-def load_sid(workdir: str, tokenizer: str) -> tables.SidArtefacts:
-  """Tokenizer `tokenizer`'s SID artefacts (tables, diagnostics, tokenizer variables)."""
-  return tables.load_sid_artefacts(sid_dir(workdir, tokenizer))
+# What numpy / zipfile / msgpack raise on a truncated, corrupt or foreign file.
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile)
+
+
+def _read_artefact(loader, path: str):
+  """loader(path), with a corrupt or truncated file named in an errors.ArtefactError."""
+  try:
+    return loader(path)
+  except _UNREADABLE as e:
+    raise errors.ArtefactError(
+      f"{path}: unreadable, truncated or corrupt ({type(e).__name__}: {str(e)[:120]}); "
+      "make it again (rerun its job with --gin_bindings='run.redo = True')"
+    ) from e
+
+
+def load_sid(workdir: str, tokenizer: str, num_items: int | None = None) -> tables.SidArtefacts:
+  """Tokenizer `tokenizer`'s SID artefacts (tables, diagnostics, tokenizer variables).
+
+  Checks that the tokenizer finished and was made from this work directory's data,
+  and, given `num_items`, that it assigns exactly that many items.
+
+  Raises:
+    errors.ArtefactError: unfinished, unreadable, or sized for another catalog.
+    errors.StageMismatchError: made from other data.
+  """
+  directory = sid_dir(workdir, tokenizer)
+  if not os.path.exists(os.path.join(directory, "diagnostics.json")):
+    raise errors.ArtefactError(
+      f"tokenizer '{tokenizer}': no SID artefacts in {directory}; run the tokenizer job first"
+    )
+  fingerprint.require(
+    f"tokenizer '{tokenizer}'", directory, {"data": data_fingerprint(workdir)}, legacy_finished=True
+  )
+  artefacts = _read_artefact(tables.load_sid_artefacts, directory)
+  rows = artefacts.tables.item_sid.shape[0]
+  if num_items is not None and rows != num_items:
+    raise errors.ArtefactError(
+      f"{directory}/item_sid.npy: {rows} items, but data/catalog.npz has {num_items}; "
+      "these SIDs belong to another catalog (retrain the tokenizer)"
+    )
+  return artefacts
+
+
+def data_fingerprint(workdir: str) -> str:
+  """Fingerprint of catalog.npz + logs.npz (gr_jax/fingerprint.py says what is hashed)."""
+  directory = data_dir(workdir)
+  return fingerprint.files_fingerprint(
+    [os.path.join(directory, "catalog.npz"), os.path.join(directory, "logs.npz")]
+  )
+
+
+def sid_fingerprint(workdir: str, tokenizer: str) -> str:
+  """Identity of tokenizer `tokenizer`: the id of its training run when recorded (item
+  assignment keeps it: new items get existing SIDs, so generators stay valid), else a
+  fingerprint of its tables."""
+  directory = sid_dir(workdir, tokenizer)
+  record = fingerprint.read_record(directory)
+  if record and record.get("finished") and record.get("id"):
+    return f"tokenizer:{record['id']}"
+  return fingerprint.files_fingerprint(
+    [os.path.join(directory, "item_sid.npy"), os.path.join(directory, "sid_items.npz")]
+  )
+
+
+def stage_id(folder: str | None) -> str | None:
+  """The id of the stage recorded in `folder` (a parent checkpoint's identity), if any."""
+  if not folder:
+    return None
+  record = fingerprint.read_record(os.path.dirname(os.path.abspath(folder)))
+  return record.get("id") if record else None
+
+
+def tokenizer_stage(workdir: str, name: str, settings: dict) -> tuple[fingerprint.Stage, bool]:
+  """(record of tokenizer `name`'s stage, whether it finished with these very settings).
+
+  The record of a finished tokenizer sits beside its artefacts in sid/<name>/; while it
+  trains, in sid_train/<name>/ (sid/<name>/ is replaced atomically at the end).
+
+  Raises:
+    errors.StageMismatchError: made with other settings or data (and no redo).
+  """
+  out_dir, train_dir = sid_dir(workdir, name), sid_train_dir(workdir, name)
+  finished = os.path.exists(os.path.join(out_dir, "diagnostics.json"))
+  inputs = {"data": data_fingerprint(workdir)}
+  stage = fingerprint.Stage(
+    f"tokenizer '{name}'", out_dir if finished else train_dir, settings, inputs
+  )
+
+  def clear():
+    for folder in (out_dir, train_dir, train_dir + "_two_tower"):
+      shutil.rmtree(folder, ignore_errors=True)
+
+  return stage, stage.reuse(legacy_finished=finished, clear=clear)
+
+
+def sft_stage(
+  workdir: str, tokenizer: str, stage: str, settings: dict, parent_checkpoint: str | None
+) -> fingerprint.Stage:
+  """The record of SFT stage `stage`: its settings, the data, the SIDs and its parent."""
+  inputs = {
+    "data": data_fingerprint(workdir),
+    "sid": sid_fingerprint(workdir, tokenizer),
+    "parent": stage_id(parent_checkpoint),
+  }
+  folder = sft_dir(workdir, tokenizer, stage)
+  return fingerprint.Stage(f"SFT stage {tokenizer}/{stage}", folder, settings, inputs)
+
+
+def rl_stage(
+  workdir: str, tokenizer: str, name: str, init_stage: str, settings: dict
+) -> fingerprint.Stage:
+  """The record of RL run `name`: its settings, the data, the SIDs and the SFT stage."""
+  inputs = {
+    "data": data_fingerprint(workdir),
+    "sid": sid_fingerprint(workdir, tokenizer),
+    "parent": stage_id(os.path.join(sft_dir(workdir, tokenizer, init_stage), "checkpoints")),
+  }
+  folder = rl_dir(workdir, tokenizer, name)
+  return fingerprint.Stage(f"RL run {tokenizer}/{name}", folder, settings, inputs)
+
+
+def keep_tokenizer_record(record: dict | None, folder: str, new_items: str) -> None:
+  """Writes a tokenizer's record into `folder` after an item update (no-op without one)."""
+  if record is None:
+    return
+  inputs = dict(record.get("inputs", {}))
+  inputs["new_items"] = [*inputs.get("new_items", []), fingerprint.file_fingerprint(new_items)]
+  io_utils.write_json(os.path.join(folder, fingerprint.STAGE_FILE), {**record, "inputs": inputs})
+
+
+def require_generator(workdir: str, tokenizer: str, stage: str) -> None:
+  """Checks that SFT stage `stage` of `tokenizer` finished on today's data and SIDs.
+
+  Raises:
+    errors.ArtefactError: the stage did not finish (killed, preempted).
+    errors.StageMismatchError: it was trained on other data or SIDs.
+  """
+  folder = sft_dir(workdir, tokenizer, stage)
+  inputs = {"data": data_fingerprint(workdir), "sid": sid_fingerprint(workdir, tokenizer)}
+  fingerprint.require(
+    f"SFT stage {tokenizer}/{stage}",
+    folder,
+    inputs,
+    legacy_finished=os.path.exists(os.path.join(folder, "metrics.json")),
+  )
 
 
 @gin.configurable
@@ -134,13 +283,14 @@ def install_hf_tokenizer(workdir: str, folder: str) -> None:
 
 
 def stage_key(workdir: str, tokenizer: str, stage: str) -> str:
-  """What a generator's outputs depend on: its checkpoint steps and its SID table's size."""
-  checkpoint_dir = os.path.join(sft_dir(workdir, tokenizer, stage), "checkpoints")
+  """What a generator's outputs depend on: its stage record, checkpoints and SID artefacts."""
+  folder = sft_dir(workdir, tokenizer, stage)
+  checkpoint_dir = os.path.join(folder, "checkpoints")
   steps = sorted(os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir) else []
-  item_sid = os.path.join(sid_dir(workdir, tokenizer), "item_sid.npy")
-  size = os.path.getsize(item_sid) if os.path.exists(item_sid) else -1
-  mtime = os.stat(item_sid).st_mtime_ns if os.path.exists(item_sid) else -1
-  return f"{tokenizer}/{stage}: checkpoints {steps}, item_sid {size} bytes @ {mtime}"
+  return (
+    f"{tokenizer}/{stage}: stage {stage_id(folder)}, checkpoints {steps}, "
+    f"sid {sid_fingerprint(workdir, tokenizer)}"
+  )
 
 
 def save_generator(stage_dir: str, generator: generator_lib.Generator) -> None:

@@ -57,12 +57,15 @@ class SkipReport:
     counts: reason -> number of dropped rows.
     examples: the first `max_examples` error messages, for the log.
     max_examples: how many messages to keep.
+    dropped: reason -> every dropped row's message (file, line, field), for the report
+      the data job writes beside the dataset.
   """
 
   dataset: str
   counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   examples: list[str] = dataclasses.field(default_factory=list)
   max_examples: int = 5
+  dropped: dict = dataclasses.field(default_factory=dict)
 
   @property
   def total(self) -> int:
@@ -70,14 +73,21 @@ class SkipReport:
 
   def record(self, reason: str, message: str) -> None:
     self.counts[reason] += 1
+    self.dropped.setdefault(reason, []).append(message)
     if len(self.examples) < self.max_examples:
       self.examples.append(message)
 
   def merge(self, other: SkipReport) -> None:
     self.counts.update(other.counts)
+    for reason, messages in other.dropped.items():
+      self.dropped.setdefault(reason, []).extend(messages)
     for message in other.examples:
       if len(self.examples) < self.max_examples:
         self.examples.append(message)
+
+  def to_json(self) -> dict:
+    """{'total', 'counts': {reason: n}, 'dropped': {reason: [messages]}}."""
+    return {"total": self.total, "counts": dict(self.counts), "dropped": self.dropped}
 
   def summary(self) -> str:
     if not self.total:
@@ -140,12 +150,27 @@ def decode_utf8_lines(dataset: str, data: bytes, columns: Sequence[str], on_erro
     trailing newline), their 1-based line numbers, and a SkipReport.
 
   Raises:
-    errors.DataContractError: on invalid UTF-8 in raise mode.
+    errors.DataContractError: on invalid UTF-8, or a last line without its newline
+      (a file cut short, e.g. by an interrupted copy), in raise mode.
   """
   check_on_error(on_error)
   report = SkipReport(dataset)
   lines, numbers = [], []
-  for number, raw in enumerate(data.split(b"\n"), start=1):
+  raw_lines = data.split(b"\n")
+  if data and not data.endswith(b"\n"):
+    # A cut last line can still parse (a shorter title, a shorter history): never trust it.
+    error = errors.contract_error(
+      dataset,
+      len(raw_lines),
+      "line",
+      "no final newline: the file looks truncated (its last line may be cut); restore the "
+      "complete file",
+    )
+    if on_error == "raise":
+      raise error
+    report.record("truncated last line", str(error))
+    raw_lines = raw_lines[:-1]
+  for number, raw in enumerate(raw_lines, start=1):
     raw = raw.rstrip(b"\r")
     if not raw:
       continue

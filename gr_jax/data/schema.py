@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import gin
 import numpy as np
 
 PAD_ITEM = -1
@@ -93,18 +94,42 @@ class SearchLogs:
     return self.select(self.split == SPLITS.index(name))
 
 
-def _save_table(table, path: str) -> None:
+# Text columns are stored at variable length: `<name>__utf8` (the UTF-8 bytes of every
+# row, concatenated) and `<name>__offsets` ([N+1] int64). A fixed-width numpy string
+# column would give every row the width of the longest one, so one hostile row could
+# blow the file up by orders of magnitude. Each row is also capped at MAX_TEXT_CHARS.
+MAX_TEXT_CHARS = 4096
+_UTF8, _OFFSETS = "__utf8", "__offsets"
+
+
+def _text_arrays(name: str, texts, max_chars: int) -> dict[str, np.ndarray]:
+  encoded = [str(t)[:max_chars].encode("utf-8") for t in texts]
+  offsets = np.zeros(len(encoded) + 1, np.int64)
+  np.cumsum([len(e) for e in encoded], out=offsets[1:])
+  blob = np.frombuffer(b"".join(encoded), np.uint8)
+  return {name + _UTF8: blob, name + _OFFSETS: offsets}
+
+
+def _read_text(data, name: str) -> np.ndarray:
+  blob, offsets = data[name + _UTF8].tobytes(), data[name + _OFFSETS]
+  out = np.empty(len(offsets) - 1, dtype=object)
+  out[:] = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+  return out
+
+
+def _save_table(table, path: str, max_text_chars: int = MAX_TEXT_CHARS) -> None:
   """Writes a dataclass of arrays to one .npz, atomically (temp name, then rename)."""
   arrays = {}
   for f in dataclasses.fields(table):
     value = getattr(table, f.name)
     if value is None:
       continue
-    if value.dtype == object:
+    if value.dtype == object or value.dtype.kind == "U":
       # Tuples of str (category paths) are joined with a separator no text holds.
       if f.name == "category_path":
         value = np.array(["\x1f".join(v) for v in value], dtype=object)
-      value = np.array([str(v) for v in value], dtype=np.str_)
+      arrays.update(_text_arrays(f.name, value, max_text_chars))
+      continue
     arrays[f.name] = value
   tmp = path + ".tmp.npz"
   np.savez(tmp, **arrays)
@@ -115,11 +140,14 @@ def _load_table(cls, path: str):
   with np.load(path, allow_pickle=False) as data:
     kwargs = {}
     for f in dataclasses.fields(cls):
-      if f.name not in data:
+      if f.name + _OFFSETS in data:
+        value = _read_text(data, f.name)
+      elif f.name in data:
+        value = data[f.name]  # numeric, or text of files written by older versions
+      else:
         kwargs[f.name] = None
         continue
-      value = data[f.name]
-      if value.dtype.kind == "U":
+      if value.dtype.kind in "UO":
         value = value.astype(object)
         if f.name == "category_path":
           value = np.array(
@@ -129,16 +157,20 @@ def _load_table(cls, path: str):
   return cls(**kwargs)
 
 
-def save_catalog(catalog: Catalog, path: str) -> None:
-  _save_table(catalog, path)
+@gin.configurable(allowlist=["max_text_chars"])
+def save_catalog(catalog: Catalog, path: str, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+  """Writes the catalog; text rows longer than `max_text_chars` are cut (module docs)."""
+  _save_table(catalog, path, max_text_chars)
 
 
 def load_catalog(path: str) -> Catalog:
   return _load_table(Catalog, path)
 
 
-def save_logs(logs: SearchLogs, path: str) -> None:
-  _save_table(logs, path)
+@gin.configurable(allowlist=["max_text_chars"])
+def save_logs(logs: SearchLogs, path: str, max_text_chars: int = MAX_TEXT_CHARS) -> None:
+  """Writes the logs; query rows longer than `max_text_chars` are cut."""
+  _save_table(logs, path, max_text_chars)
 
 
 def load_logs(path: str) -> SearchLogs:

@@ -24,7 +24,7 @@ import os
 import numpy as np
 from absl import logging
 
-from gr_jax import io_utils
+from gr_jax import errors, io_utils
 from gr_jax.data import schema, seqio_tasks
 from gr_jax.eval import metrics, stats
 from gr_jax.eval.online import OnlineWorld
@@ -61,6 +61,10 @@ def sample_requests(
   rows = np.flatnonzero(
     (logs.split == schema.SPLITS.index(split)) & (logs.clicked >= 0).any(-1) & has_query
   )
+  if not len(rows):
+    raise errors.EmptyDatasetError(
+      f"split '{split}' has no request with a query and a clicked item: nothing to score"
+    )
   rng = np.random.default_rng(seed)
   if len(rows) > max_requests:
     rows = np.sort(rng.choice(rows, max_requests, replace=False))

@@ -15,7 +15,10 @@ order; the catalog must append them in the same order.
 Output: WORKDIR/sid/<output_name> (default: the tokenizer's own directory,
 replaced atomically) with the extended tables, the unchanged tokenizer, and the
 update appended to diagnostics.json['incremental_updates'];
-WORKDIR/sid/<output_name>/new_item_sid.npy holds the new items' SIDs.
+WORKDIR/sid/<output_name>/new_item_sid.npy holds the new items' SIDs. The
+tokenizer's stage record is kept (same id: generators trained on it stay valid),
+with the new items file added to its inputs; jobs that read the catalog refuse
+tables that hold more items than data/catalog.npz (they name both counts).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import gin
 import jax
 from absl import logging
 
-from gr_jax import errors
+from gr_jax import errors, fingerprint
 from gr_jax import workdir as workdir_lib
 from gr_jax.sid import assign, tables
 
@@ -54,6 +57,7 @@ def assign_items(
   """
   source = workdir_lib.sid_dir(workdir, name)
   artefacts = tables.load_sid_artefacts(source)
+  record = fingerprint.read_record(source)  # the tokenizer's identity, kept by the update
   features, category_id = assign.read_new_items(new_items)
   config = artefacts.config
   if not config.force_category:
@@ -98,5 +102,6 @@ def assign_items(
     artefacts.input_encoder,
     extra_arrays={"new_item_sid.npy": new_sid},
   )
+  workdir_lib.keep_tokenizer_record(record, target, new_items)
   logging.info("assign_items: %d new items -> %s: %s", len(new_sid), target, stats)
   return stats

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import gin
 from absl import logging
 
+from gr_jax import errors, fingerprint
 from gr_jax import workdir as workdir_lib
 from gr_jax.data.amazon import prepare
 from gr_jax.data.world import simulator
@@ -23,6 +25,7 @@ def prepare_data(
   overrides=None,
   amazon_dir: str | None = None,
   feature_cache_dir: str | None = None,
+  on_error: str = "raise",
 ):
   """Writes catalog.npz and logs.npz (and, for the world, its latents) to WORKDIR/data.
 
@@ -32,29 +35,42 @@ def prepare_data(
       'amazon' (Amazon Scientific files; features = MiniLM text embeddings).
     preset: world preset (tiny, small, medium, paper).
     overrides: dict of WorldConfig fields changed from the preset (e.g. title_noise).
-    amazon_dir: folder of the Scientific.* files (source 'amazon' only).
+    amazon_dir: folder of the Scientific.* files (source 'amazon' only; default: the
+      GR_JAX_AMAZON_DIR environment variable, as for the TFDS builder).
     feature_cache_dir: where MiniLM embeddings are memoised (source 'amazon';
       default WORKDIR/data/text_cache). Share one folder across runs to encode once.
+    on_error: source 'amazon': 'raise' stops at the first bad row; 'skip' drops bad rows
+      and writes data/skip_report.json (every dropped row, by reason) and id_maps.npz.
 
   Returns:
     The data directory.
 
   Raises:
-    ValueError: unknown source, or source 'amazon' without amazon_dir.
+    UserError: unknown source, or source 'amazon' without amazon_dir.
+    StageMismatchError: the dataset here was made with other settings (and no redo).
   """
   out = workdir_lib.data_dir(workdir)
   if source not in SOURCES:
-    raise ValueError(f"prepare_data.source: unknown source '{source}' {SOURCES}")
-  if workdir_lib.has_data(workdir):
+    raise errors.UserError(f"prepare_data.source: unknown source '{source}' {SOURCES}")
+  if source == "amazon":
+    amazon_dir = amazon_dir or os.environ.get("GR_JAX_AMAZON_DIR")
+    if not amazon_dir:
+      raise errors.UserError(
+        "prepare_data.amazon_dir: required for source 'amazon' (the Scientific.* folder; "
+        "or set GR_JAX_AMAZON_DIR)"
+      )
+  config = {"source": source, "preset": preset, "overrides": dict(overrides or {})}
+  if source == "amazon":
+    config.update(preset=None, amazon_dir=os.path.abspath(amazon_dir), on_error=on_error)
+  stage = fingerprint.Stage("data", out, config, {})
+  if stage.reuse(legacy_finished=workdir_lib.has_data(workdir), clear=lambda: _clear(out)):
     logging.info("data: reusing the dataset in %s", out)
     return out
   if source == "amazon":
-    if not amazon_dir:
-      raise ValueError(
-        "prepare_data.amazon_dir: required for source 'amazon' (the Scientific.* folder)"
-      )
     cache_dir = feature_cache_dir or os.path.join(out, "text_cache")
-    return prepare.prepare_amazon(out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST)
+    prepare.prepare_amazon(out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST, on_error)
+    stage.finish()
+    return out
   start = time.perf_counter()
   config = simulator.world_preset(preset, **dict(overrides or {}))
   generated = simulator.generate_world(config)
@@ -66,4 +82,16 @@ def prepare_data(
     generated.logs.num_requests,
     time.perf_counter() - start,
   )
+  stage.finish()
   return out
+
+
+def _clear(out: str) -> None:
+  """Deletes the dataset for a redo; the text-embedding cache stays (it is keyed by text)."""
+  for entry in os.listdir(out):
+    if entry != "text_cache":
+      path = os.path.join(out, entry)
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      elif os.path.exists(path):  # another process of the job may have removed it
+        os.remove(path)

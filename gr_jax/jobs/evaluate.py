@@ -52,7 +52,6 @@ def evaluate(
   `kinds` picks the generators; `online` serves the items to a simulated world's users.
   Each generator's values are kept in eval/<split>/parts/, so a stopped run resumes.
   """
-  protocol.check_split(split)
   catalog, logs = workdir_lib.load_data(workdir)
   rows = protocol.sample_requests(logs, split, max_requests, seed)
   world = workdir_lib.load_world(workdir) if online else None
@@ -66,7 +65,7 @@ def evaluate(
   curve_tokenizers = tokenizers if curve_tokenizers is None else curve_tokenizers
   values, extras = {}, {}
   for name in tokenizers:
-    sid_artefacts = workdir_lib.load_sid(workdir, name)
+    sid_artefacts = workdir_lib.load_sid(workdir, name, catalog.num_items)
     grids = (curve_beam_sizes, truncation_beam_sizes) if name in curve_tokenizers else ((), ())
     beams = {
       "semantic": protocol.semantic_beams(beam_sizes, *grids, valid_choices),
@@ -78,6 +77,7 @@ def evaluate(
       if not os.path.exists(workdir_lib.sft_dir(workdir, name, stages[kind])):
         logging.warning("evaluate: %s has no %s generator; skipped", name, stages[kind])
         continue
+      workdir_lib.require_generator(workdir, name, stages[kind])
       load = functools.partial(
         retriever_lib.load_retriever,
         workdir,

@@ -25,7 +25,7 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
-from gr_jax.eval import online, rl_table
+from gr_jax.eval import rl_table
 from gr_jax.models import decoder
 from gr_jax.rl import eg_grpo, policy, updates
 from gr_jax.train import batching, optim, partitioning, trainer
@@ -46,12 +46,19 @@ def train_rl(
 ):
   """Runs EG-GRPO from the SFT generator; writes WORKDIR/rl/<tokenizer>/<name>/metrics.json."""
   catalog, logs = workdir_lib.load_data(workdir)
-  sid = workdir_lib.load_sid(workdir, tokenizer)
+  sid = workdir_lib.load_sid(workdir, tokenizer, catalog.num_items)
   init_dir = workdir_lib.sft_dir(workdir, tokenizer, init_stage)
+  workdir_lib.require_generator(workdir, tokenizer, init_stage)
+  config, update_schedule = eg_grpo.EgGrpoConfig(), updates.UpdateSchedule()
+  out_dir = workdir_lib.rl_dir(workdir, tokenizer, name)
+  settings = dict(batch=batch_size, lr=learning_rate, seed=seed, eval=eval_requests)
+  settings.update(beams=eval_beam_sizes, grpo=str(config), updates=str(update_schedule))
+  settings.update(trainer.TrainerConfig().settings())
+  record = workdir_lib.rl_stage(workdir, tokenizer, name, init_stage, settings)
+  if record.reuse(legacy_finished=False):
+    return io_utils.read_json(os.path.join(out_dir, "metrics.json"))
   generator, reference_params = workdir_lib.load_generator(init_dir)
   vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
-  config = eg_grpo.EgGrpoConfig()
-  out_dir = workdir_lib.rl_dir(workdir, tokenizer, name)
   arrays = policy.rl_examples(catalog, logs, sid.tables.item_sid, vocab, generator)
   num_requests = len(arrays["prompt"])
   experts = config.num_experts
@@ -86,25 +93,17 @@ def train_rl(
     schedule=schedule,
     optimizer=optim.make_optimizer(schedule),
   )
-  cycles = updates.UpdateSchedule()
-  cycles.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
-  prepare_batch = policy.make_prepare_batch(
-    config, policy_fns, reference, mesh, rules, seed, cycles
+  update_schedule.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
+  prepare = policy.make_prepare_batch(
+    config, policy_fns, reference, mesh, rules, seed, update_schedule
   )
-  world = workdir_lib.load_world(workdir)
   evaluation = policy.PolicyEvaluation(
-    generator,
-    sid.tables,
-    catalog,
-    logs,
-    vocab,
-    mesh=mesh,
-    rules=rules,
-    online=world and online.OnlineWorld(world),
-  )
+    generator, sid.tables, catalog, logs, vocab, mesh=mesh, rules=rules,
+    world=workdir_lib.load_world(workdir),
+  )  # fmt: skip
   result = runner.fit(
-    updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), cycles),
-    prepare_batch=prepare_batch,
+    updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), update_schedule),
+    prepare_batch=prepare,
     eval_fn=evaluation.curve_point(valid_requests) if trainer_config.eval_every else None,
   )
   runner.close()
@@ -116,4 +115,5 @@ def train_rl(
   metrics["eval"] = test(params, keep=os.path.join(out_dir, rl_table.POLICY_VALUES))
   metrics["eval_sft"] = test(reference_params, keep=os.path.join(out_dir, rl_table.SFT_VALUES))
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+  record.finish()
   return metrics

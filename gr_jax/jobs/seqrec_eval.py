@@ -15,6 +15,7 @@ import os
 import gin
 from absl import logging
 
+from gr_jax import errors
 from gr_jax import workdir as workdir_lib
 from gr_jax.eval import protocol, seqrec
 from gr_jax.serving import retriever as retriever_lib
@@ -58,7 +59,9 @@ def evaluate_seqrec(
     if rule not in seqrec.WITHIN_CLUSTER_RULES:
       raise ValueError(f"evaluate_seqrec.within_cluster_rules: unknown rule '{rule}'")
   if select_metric not in {f"{m}@{k}" for m in ("recall", "ndcg") for k in ks}:
-    raise ValueError(f"evaluate_seqrec.select_metric: '{select_metric}' is not recall@K / ndcg@K")
+    raise errors.UserError(
+      f"evaluate_seqrec.select_metric: '{select_metric}' is not recall@K / ndcg@K"
+    )
   catalog, logs = workdir_lib.load_data(workdir)
   logs = seqrec.sample_seqrec_logs(logs, max_valid_requests, max_test_requests, seed)
   vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
@@ -72,7 +75,8 @@ def evaluate_seqrec(
     if not workdir_lib.has_generator(stage_dir):
       logging.warning("seqrec eval: %s has no %s generator in %s; skipped", name, stage, stage_dir)
       continue
-    sid_artefacts = workdir_lib.load_sid(workdir, name)
+    sid_artefacts = workdir_lib.load_sid(workdir, name, catalog.num_items)
+    workdir_lib.require_generator(workdir, name, stage)
     generator, retriever = retriever_lib.load_retriever(
       workdir, name, stage, catalog, sid_artefacts, mesh=mesh, rules=rules
     )

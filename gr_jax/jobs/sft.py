@@ -1,10 +1,10 @@
 """Stage B job: progressive SFT of the generator (I2SID -> Q2SID -> UQ2SID, or seqrec).
 
-Each stage trains through the generic sharded trainer in
-WORKDIR/sft/<tokenizer>/<stage>/ and starts from the previous stage's last
-checkpoint (the trainer's decision 2). The generator's token layout and model
-config are written beside the checkpoints (generator.json) so that evaluation
-and serving rebuild exactly the same model.
+Each stage trains through the generic sharded trainer in WORKDIR/sft/<tokenizer>/<stage>/
+and starts from the previous stage's last checkpoint (the trainer's decision 2). The
+generator (token layout, model config) is written beside the checkpoints (generator.json)
+so that evaluation and serving rebuild the same model; stage.json records settings and
+inputs (gr_jax/fingerprint.py).
 """
 
 from __future__ import annotations
@@ -51,15 +51,13 @@ def train_sft(
     stage_steps: steps per stage (default 1000 each).
     stage_learning_rates: peak learning rate per stage (default 1e-3 each).
     seed: batch order seed.
-    init_from_hf: a Hugging Face Qwen2 / Qwen2.5 folder: the first stage's weights,
-      the run's text vocabulary and the model shape (gr_jax/models/hf_qwen.py).
+    init_from_hf: a Hugging Face Qwen2 / Qwen2.5 folder: first weights, text vocabulary
+      and model shape (gr_jax/models/hf_qwen.py).
 
-  Returns:
-    {stage: final train metrics}.
+  Returns {stage: final train metrics}; finished stages with the same stage.json are reused.
   """
-  hf_qwen.check_model_choice(model, init_from_hf)
   catalog, logs = workdir_lib.load_data(workdir)
-  sid = workdir_lib.load_sid(workdir, tokenizer)
+  sid = workdir_lib.load_sid(workdir, tokenizer, catalog.num_items)
   if init_from_hf:
     workdir_lib.install_hf_tokenizer(workdir, init_from_hf)
   vocab = workdir_lib.text_vocabulary(workdir)
@@ -73,8 +71,7 @@ def train_sft(
   seqio_vocab = vocab.as_seqio_vocabulary()
   base_config = trainer.TrainerConfig()
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
-  results = {}
-  previous = None
+  results, previous = {}, None
   if init_from_hf:
     init_dir = os.path.join(workdir_lib.sft_dir(workdir, tokenizer, "hf_init"), "checkpoints")
     previous = hf_qwen.hf_init_checkpoint(
@@ -84,15 +81,19 @@ def train_sft(
     stage_dir = workdir_lib.sft_dir(workdir, tokenizer, stage)
     previous_stage = previous
     previous = os.path.join(stage_dir, "checkpoints")
-    if os.path.exists(os.path.join(stage_dir, "metrics.json")):
+    steps = int((stage_steps or {}).get(stage, 1000))
+    lr = float((stage_learning_rates or {}).get(stage, 1e-3))
+    settings = dict(model=generator.to_json(), hf=init_from_hf, batch=batch_size, lr=lr, seed=seed)
+    settings.update(dataclasses.replace(base_config, num_steps=steps).settings())
+    record = workdir_lib.sft_stage(workdir, tokenizer, stage, settings, previous_stage)
+    metrics_path = os.path.join(stage_dir, "metrics.json")
+    if record.reuse(legacy_finished=os.path.exists(metrics_path)):
       logging.info("SFT %s/%s: finished earlier; skipped", tokenizer, stage)
-      results[stage] = io_utils.read_json(os.path.join(stage_dir, "metrics.json"))
+      results[stage] = io_utils.read_json(metrics_path)
       continue
     examples = seqio_tasks.build_examples(
       stage, catalog, logs, "train", sid.tables.item_sid, seqio_vocab, layout, prompt_len
     )
-    steps = int((stage_steps or {}).get(stage, 1000))
-    lr = float((stage_learning_rates or {}).get(stage, 1e-3))
     num_examples = len(examples["tokens"])
     logging.info(
       "SFT %s/%s: %d examples, %d steps, lr %g", tokenizer, stage, num_examples, steps, lr
@@ -108,11 +109,12 @@ def train_sft(
       optimizer=optim.make_optimizer(schedule),
     )
     workdir_lib.save_generator(stage_dir, generator)
-    arrays = {"tokens": examples["tokens"], "loss_weights": examples["loss_weights"]}
+    arrays = {k: examples[k] for k in ("tokens", "loss_weights")}
     result = runner.fit(batching.epoch_batches(arrays, batch_size, seed))
     runner.close()
     if result.preempted:
       return {"preempted": True}
     results[stage] = result.last_metrics
-    io_utils.write_json(os.path.join(stage_dir, "metrics.json"), result.last_metrics)
+    io_utils.write_json(metrics_path, result.last_metrics)
+    record.finish()
   return results

@@ -55,16 +55,17 @@ def train_tokenizer(
   """
   training.check_encoder(encoder)
   out_dir = workdir_lib.sid_dir(workdir, name)
-  if os.path.exists(os.path.join(out_dir, "diagnostics.json")):
-    logging.info(
-      "tokenizer %s: artefacts exist in %s; skipped (delete them to retrain)", name, out_dir
-    )
+  train_dir = workdir_lib.sid_train_dir(workdir, name)
+  trainer_config = trainer.TrainerConfig()
+  settings = dict(batch_size=batch_size, seed=seed, encoder=encoder, steps=two_tower_steps)
+  settings.update(trainer_config.settings(), tokenizer=dataclasses.asdict(rqvae.TokenizerConfig()))
+  stage, reuse = workdir_lib.tokenizer_stage(workdir, name, settings)
+  if reuse:
+    logging.info("tokenizer %s: artefacts in %s reused (run.redo = True retrains)", name, out_dir)
     return io_utils.read_json(os.path.join(out_dir, "diagnostics.json"))
   catalog, logs = workdir_lib.load_data(workdir)
   training.check_features(catalog, logs, workdir_lib.data_dir(workdir))
-  trainer_config = trainer.TrainerConfig()
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
-  train_dir = workdir_lib.sid_train_dir(workdir, name)
   start = time.perf_counter()
   input_encoder = None
   if encoder == "two_step":
@@ -110,5 +111,6 @@ def train_tokenizer(
     final_train_metrics=train_metrics,
   )
   tables.write_sid_artefacts(out_dir, sid_tables, diag, variables, config, input_encoder)
+  stage.finish(out_dir)
   logging.info("tokenizer %s: %s", name, {k: v for k, v in diag.items() if not isinstance(v, dict)})
   return diag

@@ -11,6 +11,7 @@ import numpy as np
 
 from gr_jax.data import schema
 from gr_jax.decoding import sampling
+from gr_jax.eval import online as online_lib
 from gr_jax.eval import protocol
 from gr_jax.models import decoder
 from gr_jax.models import generator as generator_lib
@@ -130,15 +131,16 @@ class PolicyEvaluation:
     sid_tables: the SID -> items table.
     catalog, logs, vocab: the run's data and text vocabulary (seqio).
     mesh, rules: where the policy's params live.
-    online: the world's simulated users (None for real data).
+    world: the simulated world behind the data (its users score the policy online), or
+      None for real data.
   """
 
-  def __init__(self, generator, sid_tables, catalog, logs, vocab, *, mesh, rules, online=None):
+  def __init__(self, generator, sid_tables, catalog, logs, vocab, *, mesh, rules, world=None):
     self.generator = generator
     self.sid_tables = sid_tables
     self.catalog, self.logs, self.vocab = catalog, logs, vocab
     self.mesh, self.rules = mesh, rules
-    self.online = online
+    self.online = None if world is None else online_lib.OnlineWorld(world)
 
   def __call__(self, params, *, split: str, requests: int, beams, keep: str | None = None):
     """{beam: summary} (protocol.summarize) of `params` on `requests` requests of `split`.

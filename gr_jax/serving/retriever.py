@@ -4,6 +4,11 @@ A `Retriever` holds everything once (generator params on the mesh, the trie on
 device, the SID -> items table on the host) and answers `retrieve(prompts,
 beam_size)`. One jitted program per (batch, beam size) does prefill, the beam
 search and the trie lookups on device; only prompts go in and SIDs come out.
+
+Inputs are checked before anything reaches a device: a mismatch between the
+tables, the item scores and the generator, an empty or non-integer batch, token
+ids outside the vocabulary, prompts longer than the model accepts, or a beam size
+or item count below 1 raise errors.RetrieverInputError naming what is wrong.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import gin
 import jax
 import numpy as np
 
+from gr_jax import errors
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import beam_search as beam_lib
 from gr_jax.decoding import trie as trie_lib
@@ -84,10 +90,11 @@ class Retriever:
     constrained: bool = True,
   ):
     if tuple(sid_tables.level_sizes) != layout.sid_level_sizes:
-      raise ValueError(
-        f"SID tables have level sizes {sid_tables.level_sizes}, the generator's layout "
-        f"{layout.sid_level_sizes}: they come from different tokenizers"
+      raise errors.RetrieverInputError(
+        f"Retriever: SID tables have level sizes {sid_tables.level_sizes}, the generator's "
+        f"layout {layout.sid_level_sizes}: they come from different tokenizers"
       )
+    _check_items(sid_tables, np.asarray(efficiency_score))
     self.model_config = model_config
     self.layout = layout
     self.sid_tables = sid_tables
@@ -121,8 +128,12 @@ class Retriever:
       allowed_first: optional [R, C_0] bool level-0 codes each request may start with. A
         mask is a program input, so any mask runs the same compiled program; with None the
         program has no mask at all (a second program).
+
+    Raises:
+      errors.RetrieverInputError: see the module docstring.
     """
-    prompts = np.asarray(prompts, np.int32)
+    prompts = self._check_prompts(prompts)
+    _check_count("beam_size", beam_size)
     if allowed_first is not None:
       allowed_first = np.asarray(allowed_first, bool)
       if allowed_first.shape != (len(prompts), self.layout.sid_level_sizes[0]):
@@ -151,16 +162,61 @@ class Retriever:
 
   def retrieve(self, prompts: np.ndarray, beam_size: int, max_items: int = 1000) -> np.ndarray:
     """[R, Tp] prompts -> [R, max_items] ranked, de-duplicated item ids (PAD_ITEM-padded)."""
+    _check_count("max_items", max_items)
     sids, _, valid = self.decode(prompts, beam_size)
     return metrics.ranked_items(
       sids, valid, self.sid_tables, self.efficiency_score, max_items=max_items
     )
+
+  def _check_prompts(self, prompts) -> np.ndarray:
+    prompts = np.asarray(prompts)
+    if prompts.ndim != 2 or not np.issubdtype(prompts.dtype, np.integer):
+      raise errors.RetrieverInputError(
+        f"Retriever: prompts must be a 2-D integer array [requests, tokens], got "
+        f"{prompts.dtype} of shape {prompts.shape}"
+      )
+    if prompts.shape[0] == 0 or prompts.shape[1] == 0:
+      raise errors.RetrieverInputError(f"Retriever: empty batch of prompts {prompts.shape}")
+    vocab = self.layout.vocab_size
+    bad = (prompts < 0) | (prompts >= vocab)
+    if bad.any():
+      row, col = map(int, np.argwhere(bad)[0])
+      raise errors.RetrieverInputError(
+        f"Retriever: prompt {row} token {col} is {int(prompts[row, col])}, outside the "
+        f"vocabulary [0, {vocab}) ({int(bad.sum())} such tokens)"
+      )
+    longest = prompts.shape[1] + self.layout.num_sid_levels
+    if longest > self.model_config.max_len:
+      raise errors.RetrieverInputError(
+        f"Retriever: prompts of {prompts.shape[1]} tokens + {self.layout.num_sid_levels} SID "
+        f"tokens exceed the model's max_len {self.model_config.max_len}"
+      )
+    return prompts.astype(np.int32)
 
   def __hash__(self):
     return id(self)
 
   def __eq__(self, other):
     return self is other
+
+
+def _check_count(name: str, value) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise errors.RetrieverInputError(f"Retriever: {name} must be an integer >= 1, got {value!r}")
+
+
+def _check_items(sid_tables: tables.SidTables, efficiency_score: np.ndarray) -> None:
+  """The tables' item ids must index `efficiency_score` (one score per catalog item)."""
+  if efficiency_score.ndim != 1:
+    raise errors.RetrieverInputError(
+      f"Retriever: efficiency_score must be [num_items], got shape {efficiency_score.shape}"
+    )
+  items = np.asarray(sid_tables.items)
+  if items.size and (items.min() < 0 or items.max() >= len(efficiency_score)):
+    raise errors.RetrieverInputError(
+      f"Retriever: the SID tables hold item ids in [{int(items.min())}, {int(items.max())}] "
+      f"but efficiency_score has {len(efficiency_score)} items: tables and catalog differ"
+    )
 
 
 def generator_retriever(

@@ -31,6 +31,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from gr_jax import io_utils
 from gr_jax.sid import cluster_split, contrastive_encoder
 from gr_jax.sid.rqvae import TokenizerConfig
 
@@ -169,6 +170,7 @@ def write_sid_artefacts(
   parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".sid_tmp_", dir=parent)
+  io_utils.normal_permissions(staging)
   try:
     np.save(os.path.join(staging, "item_sid.npy"), tables.item_sid)
     np.savez(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gr_jax import errors
+
 
 def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0):
   """Returns batch_fn(step) -> dict of [batch_size, ...] arrays.
@@ -20,14 +22,18 @@ def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int = 0)
     seed: permutation seed.
 
   Raises:
-    ValueError: empty arrays or mismatched leading axes.
+    ValueError: mismatched leading axes.
+    errors.EmptyDatasetError: no examples.
   """
   sizes = {name: len(a) for name, a in arrays.items()}
   if not sizes or len(set(sizes.values())) != 1:
     raise ValueError(f"epoch_batches: arrays must share one leading size, got {sizes}")
   num_examples = next(iter(sizes.values()))
   if num_examples == 0:
-    raise ValueError("epoch_batches: no examples")
+    raise errors.EmptyDatasetError(
+      "no training examples: the data's train split yields no rows for this task "
+      "(check data/ and its split sizes)"
+    )
 
   def batch_fn(step: int) -> dict[str, np.ndarray]:
     position = step * batch_size + np.arange(batch_size, dtype=np.int64)  # [B]

@@ -34,6 +34,12 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def delete(self, step: int) -> None:
+    self._manager.delete(step)
+
   def save(self, step: int, state, *, force: bool = False) -> bool:
     saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
     if saved:

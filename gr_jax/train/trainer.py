@@ -11,6 +11,12 @@ Checkpoint decision order at start-up (documented, and tested):
      at step 0 with a fresh optimizer (how each SFT stage starts from the previous);
   3. else initialise from `task.init`.
 
+Nothing non-finite is ever committed: with `check_finite` the params, optimizer state
+and model state are checked before every save (periodic, preemption and final); a NaN
+or Inf stops the run with errors.NonFiniteError naming the last finite checkpoint,
+which is the one a rerun resumes. A checkpoint found non-finite at resume (written by
+an older version) is deleted and an earlier, finite one resumed.
+
 Input is a step-indexed batch function `batch_fn(step) -> dict of numpy arrays`,
 so a resumed run sees exactly the batches an uninterrupted run would have seen.
 """
@@ -34,6 +40,7 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
+from gr_jax import errors
 from gr_jax.train import checkpoints, metric_writers, optim, partitioning
 
 Batch = dict[str, np.ndarray]
@@ -59,8 +66,8 @@ class TrainState:
   model_state: Any
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf; nothing is checkpointed past the last good step."""
+class NonFiniteLossError(errors.NonFiniteError, FloatingPointError):
+  """The loss, parameters or optimizer state became NaN or Inf; nothing non-finite is saved."""
 
 
 @gin.configurable
@@ -78,7 +85,8 @@ class TrainerConfig:
     seed: initialisation and per-step rng seed.
     init_checkpoint: checkpoint directory of another run to start from (decision 2).
     progress_bar: show a tqdm bar on the console.
-    check_finite: stop with an error when the loss is NaN/Inf (checked at log steps).
+    check_finite: stop with an error when the loss (checked at log steps) or the
+      params / optimizer state (checked before every save) are NaN/Inf.
   """
 
   num_steps: int = 1000
@@ -91,6 +99,10 @@ class TrainerConfig:
   init_checkpoint: str | None = None
   progress_bar: bool = True
   check_finite: bool = True
+
+  def settings(self) -> dict:
+    """The fields that change a run's result (for the stage record); not logging knobs."""
+    return {"num_steps": self.num_steps, "seed": self.seed}
 
 
 @dataclasses.dataclass
@@ -220,10 +232,14 @@ class Trainer:
     abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      logging.info("resuming from %s step %d", self.checkpointer.directory, latest)
-      return self.checkpointer.restore(latest, abstract), latest
+    for step in sorted(self.checkpointer.all_steps(), reverse=True):
+      logging.info("resuming from %s step %d", self.checkpointer.directory, step)
+      restored = self.checkpointer.restore(step, abstract)
+      if not self.config.check_finite or self._is_finite(restored):
+        return restored, step
+      # Never resume (or keep as latest) a poisoned state: drop it, try the one before.
+      logging.warning("checkpoint step %d holds NaN/Inf values; deleted", step)
+      self.checkpointer.delete(step)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       state = init_fn(jax.random.key(self.config.seed))
     if self.config.init_checkpoint:
@@ -282,6 +298,40 @@ class Trainer:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return self._train_step(state, batch, rng)
 
+  # ------------------------------------------------------------------ finite
+  def _is_finite(self, state: TrainState) -> bool:
+    """Whether every float leaf of params, optimizer state and model state is finite."""
+    if not hasattr(self, "_finite_fn"):
+
+      def all_finite(tree):
+        leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [True]))
+
+      self._finite_fn = jax.jit(all_finite, out_shardings=self._replicated)
+    tree = (state.params, state.opt_state, state.model_state)
+    with jax.set_mesh(self.mesh):
+      return bool(jax.device_get(self._finite_fn(tree)))
+
+  def _non_finite(self, step: int, what: str) -> errors.NonFiniteError:
+    """The error for a non-finite `what` at `step`, naming the last finite checkpoint."""
+    self.checkpointer.wait()
+    last = self.checkpointer.latest_step()
+    resume = (
+      f"the last finite checkpoint is step {last}, which a rerun resumes"
+      if last is not None
+      else "no checkpoint was saved; a rerun starts afresh"
+    )
+    return NonFiniteLossError(
+      f"training diverged: {what} became NaN/Inf at step {step}; nothing non-finite was saved "
+      f"to {self.checkpointer.directory}: {resume} (lower the learning rate or check the data)"
+    )
+
+  def _save(self, step: int, state: TrainState, *, force: bool = False) -> None:
+    """Saves `state` only when it is finite (see the module docstring)."""
+    if self.config.check_finite and not self._is_finite(state):
+      raise self._non_finite(step, "the parameters or optimizer state")
+    self.checkpointer.save(step, state, force=force)
+
   # ------------------------------------------------------------------- loop
   @property
   def checkpointer(self) -> checkpoints.Checkpointer:
@@ -320,7 +370,8 @@ class Trainer:
       run after saving a checkpoint.
 
     Raises:
-      NonFiniteLossError: the loss became NaN/Inf.
+      NonFiniteLossError: (an errors.NonFiniteError) the loss, params or optimizer state
+        became NaN/Inf; the message names the last finite checkpoint.
     """
     cfg = self.config
     own_writer = writer is None
@@ -364,15 +415,12 @@ class Trainer:
             last_metrics["step_time_s"] = elapsed / max(window_steps, 1)
             window_start, window_examples, window_steps = time.perf_counter(), 0, 0
             if cfg.check_finite and not np.isfinite(last_metrics["loss"]):
-              raise NonFiniteLossError(
-                f"loss is {last_metrics['loss']} at step {step}; last checkpoint kept in "
-                f"{self.checkpointer.directory}"
-              )
+              raise self._non_finite(step, "the loss")
             writer.write_scalars(step, last_metrics)
             if progress is not None:
               progress.set_postfix(loss=f"{last_metrics['loss']:.4g}")
           if step % cfg.checkpoint_every == 0 and step < cfg.num_steps:
-            self.checkpointer.save(step, state)
+            self._save(step, state)
           if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
             writer.write_scalars(step, eval_fn(state, step), prefix="eval")
             if should_stop is not None and should_stop(step):
@@ -382,12 +430,12 @@ class Trainer:
             logging.warning("SIGTERM: saving step %d and stopping; rerun to resume", step)
             # The signal may arrive during a periodic save of this very step.
             if self.checkpointer.latest_step() != step:
-              self.checkpointer.save(step, state, force=True)
+              self._save(step, state, force=True)
             preempted = True
             break
         if not preempted:
           if self.checkpointer.latest_step() != step:  # a resumed, finished run has it
-            self.checkpointer.save(step, state, force=True)
+            self._save(step, state, force=True)
           if eval_fn is not None:
             eval_metrics = eval_fn(state, step)
             writer.write_scalars(step, eval_metrics, prefix="eval")

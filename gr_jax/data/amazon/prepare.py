@@ -13,22 +13,45 @@ from gr_jax.data import schema
 from gr_jax.data.amazon import reader
 from gr_jax.data.text import features
 
+SKIP_REPORT = "skip_report.json"
+ID_MAPS = "id_maps.npz"
 
-def prepare_amazon(out: str, amazon_dir: str, cache_dir: str, manifest: str) -> str:
+
+def write_load_report(out: str, info: reader.AmazonInfo) -> None:
+  """Writes skip_report.json and id_maps.npz (prepare_amazon) and prints the skip counts."""
+  os.makedirs(out, exist_ok=True)
+  io_utils.write_json(os.path.join(out, SKIP_REPORT), info.skip_report.to_json())
+  io_utils.write_npz(
+    os.path.join(out, ID_MAPS),
+    {"item_asin": info.item_asins.astype(str), "user_key": info.user_keys.astype(str)},
+  )
+  if info.skip_report.total:
+    print(f"data: {info.skip_report.summary()}; every dropped row in {out}/{SKIP_REPORT}")
+
+
+def prepare_amazon(
+  out: str, amazon_dir: str, cache_dir: str, manifest: str, on_error: str = "raise"
+) -> str:
   """Loads Amazon Scientific, adds MiniLM features and writes it to `out`.
+
+  Besides catalog.npz and logs.npz it writes skip_report.json (rows dropped in skip
+  mode: counts and every dropped row, by reason) and id_maps.npz (item_asin [N] and
+  user_key [U]: the original key of each dense id, since skip mode renumbers).
 
   Args:
     out: the data directory (WORKDIR/data).
     amazon_dir: folder of the Scientific.* files.
     cache_dir: embedding cache folder.
     manifest: summary file name, written last (its presence marks `out` complete).
+    on_error: 'raise' (stop at the first bad row) or 'skip' (drop and report).
 
   Returns:
     `out`.
   """
   start = time.perf_counter()
-  catalog, logs, info = reader.load_amazon_scientific(amazon_dir)
+  catalog, logs, info = reader.load_amazon_scientific(amazon_dir, on_error=on_error)
   load_seconds = time.perf_counter() - start
+  write_load_report(out, info)
   start = time.perf_counter()
   catalog.features, logs.query_features = features.text_features(catalog, logs, cache_dir)
   encode_seconds = time.perf_counter() - start
@@ -46,6 +69,7 @@ def prepare_amazon(out: str, amazon_dir: str, cache_dir: str, manifest: str) -> 
     "items_without_category": info.items_without_category,
     "distinct_queries": int(len(np.unique(logs.query.astype(str)))),
     "feature_dim": int(catalog.features.shape[1]),
+    "skipped_rows": dict(info.skip_report.counts),
     "load_seconds": load_seconds,
     "encode_seconds": encode_seconds,
   }

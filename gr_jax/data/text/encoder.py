@@ -30,6 +30,8 @@ import safetensors.numpy
 import tokenizers
 import tqdm
 
+from gr_jax import io_utils
+
 # Tensors in the checkpoint that the sentence encoder does not use: a buffer of
 # position ids, and BERT's [CLS] pooler, which mean pooling replaces.
 _UNUSED_TENSORS = frozenset({"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"})
@@ -463,6 +465,7 @@ class TextEncoder:
     embeddings = self.encode(texts, batch_size=batch_size, show_progress=show_progress)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=cache_path.parent, prefix=cache_path.name, suffix=".tmp")
+    io_utils.normal_permissions(tmp_path)
     try:
       with os.fdopen(fd, "wb") as f:
         np.save(f, embeddings)

@@ -18,6 +18,8 @@ import gin
 import numpy as np
 import sentencepiece as spm
 
+from gr_jax import io_utils
+
 PAD_PIECE_ID = 0
 EOS_PIECE_ID = 1
 UNK_PIECE_ID = 2
@@ -37,6 +39,7 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
   """Writes `data` to `path` through a temp file + rename: readers never see a torn file."""
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp_path = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  io_utils.normal_permissions(tmp_path)
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
