@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gr_jax import errors
 from gr_jax.data import schema
 from gr_jax.eval import protocol, tables
 
@@ -42,7 +43,7 @@ def test_sample_requests_reads_one_split_with_clicks_only():
   np.testing.assert_array_equal(protocol.sample_requests(logs, "valid", 10, seed=0), [1, 4])
   np.testing.assert_array_equal(protocol.sample_requests(logs, "test", 10, seed=0), [3])
   assert len(protocol.sample_requests(logs, "valid", 1, seed=0)) == 1
-  with pytest.raises(ValueError, match="split: 'train' is not one of"):
+  with pytest.raises(errors.UserError, match="split: .train. is not one of"):
     protocol.sample_requests(logs, "train", 10, seed=0)
 
 

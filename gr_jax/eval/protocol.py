@@ -44,7 +44,9 @@ TRUNCATION_BINDING_SHARE = 0.5
 
 def check_split(split: str) -> str:
   if split not in SPLITS:
-    raise ValueError(f"split: '{split}' is not one of {SPLITS} (train requests are not scored)")
+    raise errors.UserError(
+      f"split: '{split}' is not one of {SPLITS} (train requests are not scored)"
+    )
   return split
 
 
