@@ -112,6 +112,10 @@ def truncation_table(results: dict) -> list[str]:
     for name, entry in results["tokenizers"].items()
     if "semantic" in entry["stages"]
   }
+  # A test run scores only the operating points valid chose (shown below), not the grid.
+  beams = [b for b in beams if any(at(curve, b) is not None for curve in curves.values())]
+  if not beams:
+    return []
   rows, binds = [], []
   for name, curve in curves.items():
     rows.append({"method": name, **{f"beam {b}": _cell(curve, b, "topk_hitrate") for b in beams}})
