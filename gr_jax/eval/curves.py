@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from gr_jax.eval import report
 from gr_jax.train import metric_writers
 
 # (prefix, metric, panel title): what the trainer logs for an EG-GRPO run.
@@ -45,10 +44,5 @@ def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
     axis.set_xlabel("step", fontsize=8)
     axis.grid(True, alpha=0.3)
   axes.flat[0].legend(fontsize=7)
-  figure.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.png"
-  figure.savefig(tmp)
-  plt.close(figure)
-  os.replace(tmp, path)
+  report.save_figure(figure, path)
   return True

@@ -55,6 +55,13 @@ def plot_curves(
   axis.set_title(title)
   axis.grid(True, alpha=0.3)
   axis.legend()
+  save_figure(figure, path)
+
+
+def save_figure(figure, path: str) -> None:
+  """Writes a matplotlib figure to `path` as PNG, atomically, and closes it."""
+  import matplotlib.pyplot as plt
+
   figure.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".tmp.png"

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import tokenizers
 
+from gr_jax.data.text import vocab as text_vocab
+
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -40,8 +42,10 @@ def tokenizer_file(path: str | os.PathLike) -> pathlib.Path:
   return path / TOKENIZER_FILE if path.is_dir() else path
 
 
-class HfTokenizerVocab:
+class HfTokenizerVocab(text_vocab.PieceVocabulary):
   """A Hugging Face `tokenizers` tokenizer: text <-> piece ids (same interface as TextVocab)."""
+
+  label = "hf tokenizer"
 
   def __init__(self, path: pathlib.Path, tokenizer: tokenizers.Tokenizer):
     self.path = path
@@ -78,45 +82,8 @@ class HfTokenizerVocab:
     encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
     return [np.asarray(e.ids, np.int32) for e in encodings]
 
-  def encode_padded(self, texts: Sequence[str], max_len: int, pad_id: int = -1) -> np.ndarray:
-    """Texts -> [N, max_len] int32 piece ids, truncated, right-padded with `pad_id`."""
-    if max_len < 1:
-      raise ValueError(
-        f"hf tokenizer {self.path}: encode_padded max_len must be >= 1, got {max_len}"
-      )
-    pieces = self.encode(texts)
-    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [N, max_len]
-    for row, ids in enumerate(pieces):
-      ids = ids[:max_len]
-      padded[row, : len(ids)] = ids
-    return padded
-
-  def decode(self, ids) -> str | list[str]:
-    """Piece ids -> text (special tokens kept); negative ids (padding) are skipped.
-
-    Args:
-      ids: a 1-D sequence of ids (-> str) or a 2-D array / list of sequences (-> list[str]).
-
-    Raises:
-      ValueError: an id is >= vocab_size.
-    """
-    if isinstance(ids, np.ndarray):
-      batched = ids.ndim == 2
-    else:
-      batched = len(ids) > 0 and not np.isscalar(ids[0])
-    if batched:
-      return [self._decode_one(row) for row in ids]
-    return self._decode_one(ids)
-
-  def _decode_one(self, ids) -> str:
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    ids = ids[ids >= 0]
-    if np.any(ids >= self.vocab_size):
-      raise ValueError(
-        f"hf tokenizer {self.path}: decode got piece id {int(ids.max())} >= vocab_size "
-        f"{self.vocab_size}"
-      )
-    return self._tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+  def _decode_ids(self, ids: list[int]) -> str:
+    return self._tokenizer.decode(ids, skip_special_tokens=False)
 
   def as_seqio_vocabulary(self) -> _SingleTextVocab:
     """The one-string-at-a-time form the SFT tasks encode with (`encode(str)`, `vocab_size`).

@@ -142,7 +142,66 @@ def train_text_vocab(
   return path
 
 
-class TextVocab:
+class PieceVocabulary:
+  """What every text vocabulary shares: padding a batch of encodings, decoding ids.
+
+  Subclasses set `path`, `vocab_size`, `label` (how messages name them) and implement
+  `encode(texts) -> list[np.ndarray]` and `_decode_ids(ids: list[int]) -> str`.
+  """
+
+  label = "text vocab"
+
+  def encode_padded(self, texts: Sequence[str], max_len: int, pad_id: int = -1) -> np.ndarray:
+    """Texts -> [texts, max_len] int32 piece ids, truncated, right-padded with `pad_id`.
+
+    Padding is -1 by default (as the data schema's id lists), so it can never be
+    confused with a piece once `TokenLayout.text_tokens` adds its offset: mask
+    `ids >= 0` first.
+
+    Raises:
+      TypeError: `texts` is not a sequence of str.
+      ValueError: max_len < 1.
+    """
+    if max_len < 1:
+      raise ValueError(
+        f"{self.label} {self.path}: encode_padded max_len must be >= 1, got {max_len}"
+      )
+    pieces = self.encode(texts)
+    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [texts, max_len]
+    for row, ids in enumerate(pieces):
+      ids = ids[:max_len]
+      padded[row, : len(ids)] = ids
+    return padded
+
+  def decode(self, ids) -> str | list[str]:
+    """Piece ids -> text; negative ids (padding) are skipped.
+
+    Args:
+      ids: a 1-D sequence of ids (-> str) or a 2-D array / list of sequences (-> list[str]).
+
+    Raises:
+      ValueError: an id is >= vocab_size.
+    """
+    if isinstance(ids, np.ndarray):
+      batched = ids.ndim == 2
+    else:
+      batched = len(ids) > 0 and not np.isscalar(ids[0])
+    if batched:
+      return [self._decode_one(row) for row in ids]
+    return self._decode_one(ids)
+
+  def _decode_one(self, ids) -> str:
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    ids = ids[ids >= 0]
+    if np.any(ids >= self.vocab_size):
+      raise ValueError(
+        f"{self.label} {self.path}: decode got piece id {int(ids.max())} >= vocab_size "
+        f"{self.vocab_size}"
+      )
+    return self._decode_ids(ids.tolist())
+
+
+class TextVocab(PieceVocabulary):
   """A trained SentencePiece model: text <-> piece ids."""
 
   def __init__(self, path: pathlib.Path, model_proto: bytes):
@@ -182,52 +241,8 @@ class TextVocab:
     texts = _check_texts(texts, f"text vocab {self.path}: encode")
     return [np.asarray(ids, np.int32) for ids in self._processor.encode(texts, out_type=int)]
 
-  def encode_padded(self, texts: Sequence[str], max_len: int, pad_id: int = -1) -> np.ndarray:
-    """Texts -> [texts, max_len] int32 piece ids, truncated, right-padded with `pad_id`.
-
-    Padding is -1 by default (as the data schema's id lists), so it can never be
-    confused with a piece once `TokenLayout.text_tokens` adds its offset: mask
-    `ids >= 0` first.
-
-    Raises:
-      TypeError: `texts` is not a sequence of str.
-      ValueError: max_len < 1.
-    """
-    if max_len < 1:
-      raise ValueError(f"text vocab {self.path}: encode_padded max_len must be >= 1, got {max_len}")
-    pieces = self.encode(texts)
-    padded = np.full((len(pieces), max_len), pad_id, np.int32)  # [texts, max_len]
-    for row, ids in enumerate(pieces):
-      ids = ids[:max_len]
-      padded[row, : len(ids)] = ids
-    return padded
-
-  def decode(self, ids) -> str | list[str]:
-    """Piece ids -> text; negative ids (padding) are skipped.
-
-    Args:
-      ids: a 1-D sequence of ids (-> str) or a 2-D array / list of sequences (-> list[str]).
-
-    Raises:
-      ValueError: an id is >= vocab_size.
-    """
-    if isinstance(ids, np.ndarray):
-      batched = ids.ndim == 2
-    else:
-      batched = len(ids) > 0 and not np.isscalar(ids[0])
-    if batched:
-      return [self._decode_one(row) for row in ids]
-    return self._decode_one(ids)
-
-  def _decode_one(self, ids) -> str:
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    ids = ids[ids >= 0]
-    if np.any(ids >= self.vocab_size):
-      raise ValueError(
-        f"text vocab {self.path}: decode got piece id {int(ids.max())} >= vocab_size "
-        f"{self.vocab_size}"
-      )
-    return self._processor.decode(ids.tolist())
+  def _decode_ids(self, ids: list[int]) -> str:
+    return self._processor.decode(ids)
 
   def as_seqio_vocabulary(self):
     """The same model as a `seqio.SentencePieceVocabulary` (no extra ids)."""
