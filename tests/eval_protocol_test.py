@@ -150,6 +150,9 @@ def test_test_runs_score_only_what_valid_chose():
     truncation_beams={"rqvae": 300, "cq_sid": None},
   )
   assert protocol.semantic_beams(**grid, valid_choices=choices) == [1, 10, 70, 100, 300]
+  # Each method scores only its own chosen beams (and the reference beam).
+  assert protocol.semantic_beams(**grid, valid_choices=choices, method="cq_sid") == [1, 10, 70, 100]
+  assert protocol.semantic_beams(**grid, valid_choices=choices, method="rqvae") == [1, 10, 100, 300]
 
 
 def test_scores_are_kept_and_only_missing_beams_are_computed(tmp_path):

@@ -378,19 +378,27 @@ class BeamChoices:
     return dataclasses.asdict(self)
 
 
-def semantic_beams(beam_sizes, curve_beam_sizes, truncation_beam_sizes, valid_choices=None):
+def semantic_beams(
+  beam_sizes, curve_beam_sizes, truncation_beam_sizes, valid_choices=None, method=None
+):
   """Beams to score a semantic generator at.
 
   Without choices (valid, or a test run with no valid run): the table beams, the
   curve and the truncation grid. With the choices valid made: the table beams, the
-  reference beam and the chosen beams, which is all the test report reads.
+  reference beam and the beams chosen for `method` (all methods' when None), which
+  is all the test report reads.
   """
   beams = {int(b) for b in beam_sizes}
   if valid_choices is None:
     return sorted(
       beams | {int(b) for b in curve_beam_sizes} | {int(b) for b in truncation_beam_sizes}
     )
-  chosen = [*valid_choices.half_beams.values(), *valid_choices.truncation_beams.values()]
+  chosen = [
+    beam
+    for table in (valid_choices.half_beams, valid_choices.truncation_beams)
+    for name, beam in table.items()
+    if method is None or name == method
+  ]
   beams |= {int(b) for b in chosen if b is not None} | {valid_choices.reference_beam}
   return sorted(beams)
 

@@ -68,7 +68,7 @@ def evaluate(
     sid_artefacts = workdir_lib.load_sid(workdir, name, catalog.num_items)
     grids = (curve_beam_sizes, truncation_beam_sizes) if name in curve_tokenizers else ((), ())
     beams = {
-      "semantic": protocol.semantic_beams(beam_sizes, *grids, valid_choices),
+      "semantic": protocol.semantic_beams(beam_sizes, *grids, valid_choices, name),
       "personalized": beam_sizes,
     }
     for kind, task in protocol.KINDS:
