@@ -54,6 +54,17 @@ def _check_values(name: str, values) -> np.ndarray:
   return values
 
 
+def _check_pair(name: str, system, baseline) -> tuple[np.ndarray, np.ndarray]:
+  system = _check_values(f"{name}(system)", system)
+  baseline = _check_values(f"{name}(baseline)", baseline)
+  if system.shape != baseline.shape:
+    raise ValueError(
+      f"{name}: systems were scored on {system.size} and {baseline.size} requests; a paired "
+      "comparison needs the same requests"
+    )
+  return system, baseline
+
+
 def resample_weights(num_requests: int, resamples: int, seed: int) -> np.ndarray:
   """[S, R] bootstrap counts: how often each of R requests is drawn in each of S resamples."""
   rng = np.random.default_rng(seed)
@@ -88,13 +99,7 @@ def paired_relative_difference(
     ValueError: different request counts, or a baseline whose mean is 0 (no
       relative difference exists).
   """
-  system = _check_values("paired_relative_difference(system)", system)
-  baseline = _check_values("paired_relative_difference(baseline)", baseline)
-  if system.shape != baseline.shape:
-    raise ValueError(
-      f"paired_relative_difference: systems were scored on {system.size} and "
-      f"{baseline.size} requests; a paired comparison needs the same requests"
-    )
+  system, baseline = _check_pair("paired_relative_difference", system, baseline)
   if baseline.mean() == 0.0:
     raise ValueError("paired_relative_difference: the baseline's mean is 0")
   weights = resample_weights(system.size, resamples, seed)  # [S, R]
@@ -111,13 +116,7 @@ def paired_difference(
   system, baseline, *, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
 ) -> Interval:
   """mean(system) - mean(baseline) over the same requests, with its paired interval."""
-  system = _check_values("paired_difference(system)", system)
-  baseline = _check_values("paired_difference(baseline)", baseline)
-  if system.shape != baseline.shape:
-    raise ValueError(
-      f"paired_difference: systems were scored on {system.size} and "
-      f"{baseline.size} requests; a paired comparison needs the same requests"
-    )
+  system, baseline = _check_pair("paired_difference", system, baseline)
   return bootstrap_mean(system - baseline, resamples=resamples, seed=seed, level=level)
 
 

@@ -26,16 +26,6 @@ from gr_jax.data.text import vocab as text_vocab
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
-  if isinstance(texts, str):
-    raise TypeError(f"{what}: texts must be a sequence of str, got a single str")
-  texts = list(texts)
-  for row, text in enumerate(texts):
-    if not isinstance(text, str):
-      raise TypeError(f"{what}: texts[{row}] is {type(text).__name__}, expected str")
-  return texts
-
-
 def tokenizer_file(path: str | os.PathLike) -> pathlib.Path:
   """`path` itself if it is a file, else `path`/tokenizer.json (a checkpoint folder)."""
   path = pathlib.Path(path)
@@ -78,7 +68,7 @@ class HfTokenizerVocab(text_vocab.PieceVocabulary):
 
   def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
     """Texts -> one [num_pieces] int32 array of piece ids per text (no special tokens)."""
-    texts = _check_texts(texts, f"hf tokenizer {self.path}: encode")
+    texts = text_vocab.check_texts(texts, f"hf tokenizer {self.path}: encode")
     encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
     return [np.asarray(e.ids, np.int32) for e in encodings]
 

@@ -25,7 +25,8 @@ EOS_PIECE_ID = 1
 UNK_PIECE_ID = 2
 
 
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
+def check_texts(texts: Sequence[str], what: str) -> list[str]:
+  """`texts` as a list, or TypeError naming `what` when it is not a sequence of str."""
   if isinstance(texts, str):
     raise TypeError(f"{what}: texts must be a sequence of str, got a single str")
   texts = list(texts)
@@ -91,7 +92,7 @@ def train_text_vocab(
     ValueError: empty corpus, bad argument, or SentencePiece rejects the corpus
       for this vocab_size.
   """
-  texts = _check_texts(texts, "train_text_vocab")
+  texts = check_texts(texts, "train_text_vocab")
   sentences = [text for text in texts if text.strip()]
   if not sentences:
     raise ValueError(f"train_text_vocab: no non-empty text to train on ({len(texts)} texts given)")
@@ -238,7 +239,7 @@ class TextVocab(PieceVocabulary):
 
   def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
     """Texts -> one [num_pieces] int32 array of piece ids per text (no EOS)."""
-    texts = _check_texts(texts, f"text vocab {self.path}: encode")
+    texts = check_texts(texts, f"text vocab {self.path}: encode")
     return [np.asarray(ids, np.int32) for ids in self._processor.encode(texts, out_type=int)]
 
   def _decode_ids(self, ids: list[int]) -> str:
