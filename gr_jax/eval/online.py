@@ -148,6 +148,11 @@ class OnlineWorld:
     }
 
 
+def for_world(world: simulator.World | None) -> OnlineWorld | None:
+  """The world's simulated users, or None for real data (no world)."""
+  return None if world is None else OnlineWorld(world)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
   """A fixed 64-bit mixing function (SplitMix64's finaliser), elementwise on uint64."""
   with np.errstate(over="ignore"):
