@@ -1,7 +1,8 @@
 """The work directory of a run (DESIGN.md): where every stage's artefacts live, and
 how a stage loads what the stages before it wrote.
 
-    WORKDIR/data/                catalog.npz, logs.npz (+ world latents or amazon.json)
+    WORKDIR/data/                catalog.npz, logs.npz (+ world latents or amazon.json),
+                                 catalog_additions.npz (items added later, data/additions.py)
     WORKDIR/vocab/text.model     SentencePiece text vocabulary, shared by every generator
     WORKDIR/sid/<tokenizer>/     item_sid.npy, sid_items.npz, diagnostics.json, tokenizer
     WORKDIR/sft/<tok>/<stage>/   generator.json + orbax checkpoints of one SFT stage
@@ -23,7 +24,7 @@ import gin
 import numpy as np
 
 from gr_jax import errors, fingerprint, io_utils
-from gr_jax.data import schema
+from gr_jax.data import additions, schema
 from gr_jax.data.text import hf_vocab
 from gr_jax.data.text import vocab as text_vocab
 from gr_jax.data.world import simulator
@@ -78,10 +79,11 @@ def has_data(workdir: str) -> bool:
 
 
 def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:
-  """The run's catalog and logs, as written by the data job.
+  """The run's catalog (the data job's items, then any added by item assignment) and logs.
 
   Raises:
     FileNotFoundError: no dataset in this work directory.
+    errors.ArtefactError: a damaged file, or added items of another dataset.
   """
   directory = data_dir(workdir)
   catalog_path = os.path.join(directory, "catalog.npz")
@@ -92,9 +94,53 @@ def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:
     )
   catalog = _read_artefact(schema.load_catalog, catalog_path)
   logs = _read_artefact(schema.load_logs, os.path.join(directory, "logs.npz"))
+  added = catalog_additions(workdir)
+  if added is not None:
+    catalog = additions.concatenate(catalog, added.rows)
   if catalog.features is not None:
     catalog.features = np.asarray(catalog.features, np.float32)
   return catalog, logs
+
+
+def catalog_additions(workdir: str) -> additions.Additions | None:
+  """The items added to the run's catalog after the data job (None when there are none)."""
+  return additions.load(data_dir(workdir), data_fingerprint(workdir))
+
+
+def new_items_slot(workdir: str, tokenizer: str, new_items: str, held: int) -> tuple[int, bool]:
+  """(first item id of the items in `new_items`, whether `tokenizer` already holds them).
+
+  Items of a file added before keep their ids; others come after the whole catalog.
+  `held` is the number of items the tokenizer's SID table covers.
+
+  Raises:
+    errors.UserError: the tokenizer lacks earlier additions, which must be assigned first.
+  """
+  catalog_items = load_data(workdir)[0].num_items
+  added = catalog_additions(workdir)
+  known = added.find(fingerprint.file_fingerprint(new_items)) if added else None
+  first_id = known.first_id if known else catalog_items
+  if known and held == known.first_id + known.count:
+    return first_id, True
+  if held != first_id:
+    missing = [f.source for f in (added.files if added else []) if f.first_id >= held]
+    raise errors.UserError(
+      f"assign_items: tokenizer '{tokenizer}' holds SIDs for {held} items, but the items of "
+      f"{new_items} take ids from {first_id}: assign the catalog's earlier additions to it "
+      f"first, in order: {missing}"
+    )
+  return first_id, False
+
+
+def add_items(workdir: str, rows: schema.Catalog, new_items: str) -> additions.AddedFile:
+  """Appends the items of `new_items` to the run's catalog (once; later calls reuse them)."""
+  dataset = data_fingerprint(workdir)
+  added = additions.load(data_dir(workdir), dataset)
+  base_items = load_data(workdir)[0].num_items - (added.rows.num_items if added else 0)
+  entry, _ = additions.add(
+    data_dir(workdir), dataset, base_items, rows, fingerprint.file_fingerprint(new_items), new_items
+  )
+  return entry
 
 
 def load_world(workdir: str) -> simulator.World | None:
@@ -139,6 +185,12 @@ def load_sid(workdir: str, tokenizer: str, num_items: int | None = None) -> tabl
   )
   artefacts = _read_artefact(tables.load_sid_artefacts, directory)
   rows = artefacts.tables.item_sid.shape[0]
+  if num_items is not None and rows < num_items and catalog_additions(workdir) is not None:
+    raise errors.ArtefactError(
+      f"{directory}/item_sid.npy: {rows} items, but the catalog has {num_items} with the "
+      f"items added since; assign them to tokenizer '{tokenizer}' (runs/assign_items.gin, "
+      f"assign_items.name = '{tokenizer}', each file of data/{additions.ADDITIONS_FILE} in order)"
+    )
   if num_items is not None and rows != num_items:
     raise errors.ArtefactError(
       f"{directory}/item_sid.npy: {rows} items, but data/catalog.npz has {num_items}; "

@@ -86,8 +86,9 @@ def test_default_output_updates_in_place(workdir):
     ["train_tokenizer.name = 'inplace'", "TrainerConfig.num_steps = 10"],
   )
   before = tables.load_sid_artefacts(paths.sid_dir(str(workdir), "inplace"))
-  new_items = _new_items_file(workdir, np.arange(7))
-  for _ in range(2):
+  # Two files, the first given twice: its rerun adds nothing.
+  files = [_new_items_file(workdir, np.arange(7)), _new_items_file(workdir, np.arange(7, 14))]
+  for new_items in (files[0], files[0], files[1]):
     _job(
       workdir,
       ["runs/assign_items.gin"],

@@ -117,9 +117,12 @@ def _read_text(data, name: str) -> np.ndarray:
   return out
 
 
-def _save_table(table, path: str, max_text_chars: int = MAX_TEXT_CHARS) -> None:
-  """Writes a dataclass of arrays to one .npz, atomically (temp name, then rename)."""
-  arrays = {}
+def _save_table(
+  table, path: str, max_text_chars: int = MAX_TEXT_CHARS, extra_arrays: dict | None = None
+) -> None:
+  """Writes a dataclass of arrays (+ `extra_arrays`) to one .npz, atomically (temp name,
+  then rename)."""
+  arrays = dict(extra_arrays or {})
   for f in dataclasses.fields(table):
     value = getattr(table, f.name)
     if value is None:
@@ -158,9 +161,15 @@ def _load_table(cls, path: str):
 
 
 @gin.configurable(allowlist=["max_text_chars"])
-def save_catalog(catalog: Catalog, path: str, max_text_chars: int = MAX_TEXT_CHARS) -> None:
-  """Writes the catalog; text rows longer than `max_text_chars` are cut (module docs)."""
-  _save_table(catalog, path, max_text_chars)
+def save_catalog(
+  catalog: Catalog,
+  path: str,
+  max_text_chars: int = MAX_TEXT_CHARS,
+  extra_arrays: dict | None = None,
+) -> None:
+  """Writes the catalog; text rows longer than `max_text_chars` are cut (module docs).
+  `extra_arrays` are stored beside its fields in the same atomic write."""
+  _save_table(catalog, path, max_text_chars, extra_arrays)
 
 
 def load_catalog(path: str) -> Catalog:

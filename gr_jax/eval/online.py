@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from absl import logging
 from scipy import special
 
 from gr_jax.data import schema
@@ -148,9 +149,22 @@ class OnlineWorld:
     }
 
 
-def for_world(world: simulator.World | None) -> OnlineWorld | None:
-  """The world's simulated users, or None for real data (no world)."""
-  return None if world is None else OnlineWorld(world)
+def for_world(world: simulator.World | None, num_items: int) -> OnlineWorld | None:
+  """The world's simulated users for a catalog of `num_items` items, or None: for real
+  data (no world), and for a catalog with items added after the world was made (the
+  world knows no true utility for them, so no simulated user could judge them)."""
+  if world is None:
+    return None
+  known = world.catalog.num_items
+  if num_items > known:
+    logging.warning(
+      "online simulation off: the catalog has %d items added after the world was made "
+      "(the world knows its %d items only)",
+      num_items - known,
+      known,
+    )
+    return None
+  return OnlineWorld(world)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

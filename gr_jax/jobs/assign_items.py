@@ -5,20 +5,23 @@ is in `gr_jax.sid.assign`), so the generator, its trie of valid SIDs and every
 checkpoint stay valid; only SID -> items grows.
 
 Input: an .npz file with
-    features     [M, D] float32 raw item features (the ones the catalog was
-                 tokenized from; the two-step variant's encoder is applied here)
-    category_id  [M] int, optional (-1 unknown); used when the tokenizer forces
-                 level 1 to the category
-New items get ids N..N+M-1 after the N items the tables already hold, in file
-order; the catalog must append them in the same order.
+    features          [M, D] float32 raw item features (the ones the catalog was
+                      tokenized from; the two-step variant's encoder is applied here)
+    category_id       [M] int, optional (-1 unknown); used when the tokenizer forces
+                      level 1 to the category
+    title, brand      [M] str, optional; efficiency_score [M] float, optional
+The new items enter the run's catalog (data/catalog_additions.npz, gr_jax/data/additions.py)
+with ids after every item it holds, in file order, the same for every tokenizer: later
+jobs (evaluation, serving, RL) see them. Each tokenizer a later job uses must hold them:
+run this job once per tokenizer with the same file (its ids are reused, and a rerun of a
+finished update changes nothing).
 
 Output: WORKDIR/sid/<output_name> (default: the tokenizer's own directory,
 replaced atomically) with the extended tables, the unchanged tokenizer, and the
 update appended to diagnostics.json['incremental_updates'];
 WORKDIR/sid/<output_name>/new_item_sid.npy holds the new items' SIDs. The
 tokenizer's stage record is kept (same id: generators trained on it stay valid),
-with the new items file added to its inputs; jobs that read the catalog refuse
-tables that hold more items than data/catalog.npz (they name both counts).
+with the new items file added to its inputs.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from absl import logging
 
 from gr_jax import errors, fingerprint
 from gr_jax import workdir as workdir_lib
+from gr_jax.data import additions
 from gr_jax.sid import assign, tables
 
 
@@ -55,18 +59,23 @@ def assign_items(
   Returns:
     The update's stats (also appended to diagnostics.json).
   """
+  catalog, _ = workdir_lib.load_data(workdir)
   source = workdir_lib.sid_dir(workdir, name)
   artefacts = tables.load_sid_artefacts(source)
   record = fingerprint.read_record(source)  # the tokenizer's identity, kept by the update
-  features, category_id = assign.read_new_items(new_items)
-  config = artefacts.config
-  if not config.force_category:
-    category_id = None
+  items = additions.read_new_items(new_items, catalog)
+  features, config = items.features, artefacts.config
+  category_id = items.category_id if config.force_category else None
   if features.shape[1] != artefacts.raw_feature_dim:
     raise errors.UserError(
       f"{new_items}: field 'features' has {features.shape[1]} columns; tokenizer "
       f"'{name}' was trained on {artefacts.raw_feature_dim}"
     )
+  held = artefacts.tables.item_sid.shape[0]
+  first_id, done = workdir_lib.new_items_slot(workdir, name, new_items, held)
+  if done:
+    logging.info("assign_items: tokenizer '%s' already holds the items of %s", name, new_items)
+    return {"num_new_items": items.num_items, "first_new_item_id": first_id, "reused": True}
   start = time.perf_counter()
   # Assignment feeds host arrays to jitted functions on purpose.
   with jax.transfer_guard("allow"):
@@ -82,7 +91,7 @@ def assign_items(
     except ValueError as e:
       raise errors.UserError(f"{new_items}: {e}") from e
   seconds = time.perf_counter() - start
-  first_id = artefacts.tables.item_sid.shape[0]
+  workdir_lib.add_items(workdir, items, new_items)  # before the SIDs: a rerun completes
   stats.update(
     source=os.path.abspath(new_items),
     first_new_item_id=int(first_id),

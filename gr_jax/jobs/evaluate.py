@@ -57,7 +57,7 @@ def evaluate(
   world = workdir_lib.load_world(workdir) if online else None
   vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
   sample = protocol.RequestSample(
-    split, rows, logs.select(rows), catalog, vocab, online_lib.for_world(world)
+    split, rows, logs.select(rows), catalog, vocab, online_lib.for_world(world, catalog.num_items)
   )
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   stages = {"semantic": semantic_stage, "personalized": personalized_stage}

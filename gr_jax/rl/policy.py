@@ -140,7 +140,7 @@ class PolicyEvaluation:
     self.sid_tables = sid_tables
     self.catalog, self.logs, self.vocab = catalog, logs, vocab
     self.mesh, self.rules = mesh, rules
-    self.online = online_lib.for_world(world)
+    self.online = online_lib.for_world(world, catalog.num_items)
 
   def __call__(self, params, *, split: str, requests: int, beams, keep: str | None = None):
     """{beam: summary} (protocol.summarize) of `params` on `requests` requests of `split`.

@@ -151,7 +151,7 @@ def load_exported_service(workdir: str, export_dir: str) -> service_lib.Retrieva
   with open(os.path.join(export_dir, META_FILE)) as f:
     meta = json.load(f)
   catalog, _ = workdir_lib.load_data(workdir)
-  sid_tables = workdir_lib.load_sid(workdir, meta["tokenizer"]).tables
+  sid_tables = workdir_lib.load_sid(workdir, meta["tokenizer"], catalog.num_items).tables
   retriever = ExportedRetriever(export_dir, sid_tables, catalog.efficiency_score)
   return service_lib.build_service(
     workdir,

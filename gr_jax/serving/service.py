@@ -194,7 +194,7 @@ def load_service(
   stage_dir = workdir_lib.sft_dir(workdir, tokenizer, stage)
   generator, params = workdir_lib.load_generator(stage_dir)
   catalog, _ = workdir_lib.load_data(workdir)
-  sid_artefacts = workdir_lib.load_sid(workdir, tokenizer)
+  sid_artefacts = workdir_lib.load_sid(workdir, tokenizer, catalog.num_items)
   retriever = retriever_lib.Retriever(
     params,
     generator.model_config,

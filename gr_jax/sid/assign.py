@@ -14,13 +14,11 @@ cluster is the group with the fewest items (ties: smallest g), deterministic.
 from __future__ import annotations
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from gr_jax import errors
 from gr_jax.sid import cluster_split, kmeans, quantizer, rqvae, tables
 
 _HOST_CHUNK = 4096
@@ -258,40 +256,3 @@ def fit_rq_kmeans(
     features, forced, config.codebook_sizes, seed, config.kmeans_iters
   )
   return {"codebook": codebook}
-
-
-def read_new_items(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-  """(features [M, D] float32, category_id [M] int32 or None) from an .npz file.
-
-  Raises:
-    UserError: missing file or field, wrong shapes or dtypes, non-finite rows.
-  """
-  if not os.path.exists(path):
-    raise errors.UserError(f"assign_items: new-items file not found: {path}")
-  try:
-    data = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise errors.UserError(f"{path}: not a readable .npz file ({e})") from e
-  with data:
-    if "features" not in data.files:
-      raise errors.UserError(f"{path}: field 'features' missing (found {sorted(data.files)})")
-    features = data["features"]
-    category_id = data["category_id"] if "category_id" in data.files else None
-  if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-    raise errors.UserError(
-      f"{path}: field 'features' must be a float [M, D] array, got {features.dtype} "
-      f"{features.shape}"
-    )
-  bad = np.flatnonzero(~np.all(np.isfinite(features), axis=1))
-  if bad.size:
-    raise errors.UserError(f"{path}: row {bad[0]}: field 'features' holds NaN or Inf")
-  if category_id is not None:
-    if category_id.shape != (features.shape[0],) or not np.issubdtype(
-      category_id.dtype, np.integer
-    ):
-      raise errors.UserError(
-        f"{path}: field 'category_id' must be an int [{features.shape[0]}] array, got "
-        f"{category_id.dtype} {category_id.shape}"
-      )
-    category_id = category_id.astype(np.int32)
-  return features.astype(np.float32), category_id
