@@ -18,7 +18,15 @@ import gin
 from gr_jax import errors, fingerprint, io_utils, validation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SEARCH_PATHS = (os.path.join(REPO_ROOT, "gin_configs"), REPO_ROOT)
+# A checkout's gin_configs/, else the copy an install puts inside the package (setup.py).
+_CHECKOUT_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
+CONFIG_DIR = (
+  _CHECKOUT_CONFIGS
+  if os.path.isdir(_CHECKOUT_CONFIGS)
+  else os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin_configs")
+)
+# Its parent too: 'gin_configs/runs/x.gin' is found as well as 'runs/x.gin'.
+DEFAULT_SEARCH_PATHS = (CONFIG_DIR, os.path.dirname(CONFIG_DIR))
 
 
 def _import_jobs() -> None:

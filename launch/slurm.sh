@@ -6,18 +6,20 @@
 #     --gin_file=runs/sft.gin --workdir=/shared/workdir/run
 #
 # Everything after `--` goes to `python -m gr_jax.main`. The work directory must be on a
-# filesystem every node sees (checkpoints are written by all processes together).
+# filesystem every node sees (checkpoints are written by all processes together), and so
+# must the checkout: before submitting, its .venv gets the --accelerator lock (default
+# cuda12; launch/_venv.sh, a second once installed), unless --python names another one.
 # Preemption: SLURM sends SIGTERM (`--signal`, before the time limit too); the trainer
 # then checkpoints and exits 0, and with --requeue the job restarts and resumes.
 # --dry_run prints the batch script and the sbatch command instead of submitting.
 set -euo pipefail
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   cat >&2 <<'EOF'
 Options: --nodes=N --gpus_per_node=G --partition=P --account=A --time=HH:MM:SS
          --job_name=NAME --log_dir=DIR --signal_seconds=S --requeue --repo_dir=DIR
-         --python=PATH --dry_run
+         --accelerator=cuda12|cpu --python=PATH --dry_run
 EOF
   exit 2
 }
@@ -33,6 +35,7 @@ signal_seconds=300
 requeue=0
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python_bin=""
+accelerator="cuda12"
 dry_run=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
     --requeue) requeue=1 ;;
     --repo_dir=*) repo_dir="${1#*=}" ;;
     --python=*) python_bin="${1#*=}" ;;
+    --accelerator=*) accelerator="${1#*=}" ;;
     --dry_run) dry_run=1 ;;
     --) shift; break ;;
     -h | --help) usage ;;
@@ -64,6 +68,13 @@ done
 if [ $# -eq 0 ]; then
   echo "error: slurm.sh: no job arguments; give them after --, e.g. -- --gin_file=... --workdir=..." >&2
   exit 2
+fi
+source "$(dirname "${BASH_SOURCE[0]}")/_lock.sh"
+lock_for_accelerator "$accelerator" "slurm.sh: --accelerator" >/dev/null || exit 2
+# The checkout's own .venv is installed here, on the submitting host (which has the network).
+install=()
+if [ -z "$python_bin" ]; then
+  install=(env GR_JAX_ACCELERATOR="$accelerator" bash "$repo_dir/launch/_venv.sh")
 fi
 python_bin="${python_bin:-$repo_dir/.venv/bin/python}"
 
@@ -93,8 +104,15 @@ srun --kill-on-bad-exit=1 ${job_command% }
 
 if [ "$dry_run" -eq 1 ]; then
   printf '%s' "$script"
+  if [ ${#install[@]} -gt 0 ]; then
+    printf '%q ' "${install[@]}" | sed 's/ $//'
+    echo
+  fi
   echo "sbatch $log_dir/$job_name.sbatch"
   exit 0
+fi
+if [ ${#install[@]} -gt 0 ]; then
+  "${install[@]}"
 fi
 mkdir -p "$log_dir"
 printf '%s' "$script" >"$log_dir/$job_name.sbatch"

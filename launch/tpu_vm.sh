@@ -7,8 +7,8 @@
 #
 # Everything after `--` goes to `python -m gr_jax.main`. --sync first copies this
 # checkout (without .venv and work directories) to every worker and installs the
-# locked environment there (launch/_venv.sh). The work directory must be on storage
-# every worker sees (e.g. a Filestore / gcsfuse mount). A preempted (spot) slice:
+# TPU lock there (GR_JAX_ACCELERATOR=tpu launch/_venv.sh). The work directory must be
+# on storage every worker sees (e.g. a Filestore / gcsfuse mount). A preempted (spot) slice:
 # recreate it and rerun the same command; the run resumes from its checkpoints.
 # --dry_run prints the gcloud commands instead of running them.
 set -euo pipefail
@@ -70,7 +70,7 @@ if [ "$sync" -eq 1 ]; then
   archive="/tmp/gr_jax_${tpu}.tar.gz"
   run tar -czf "$archive" -C "$repo_dir" --exclude=.venv --exclude=workdir --exclude=.git .
   run gcloud compute tpus tpu-vm scp "$archive" "$tpu:gr_jax.tar.gz" "${target[@]}" --worker=all
-  setup="mkdir -p $(printf '%q' "$remote_dir") && tar -xzf gr_jax.tar.gz -C $(printf '%q' "$remote_dir") && bash $(printf '%q' "$remote_dir")/launch/_venv.sh"
+  setup="mkdir -p $(printf '%q' "$remote_dir") && tar -xzf gr_jax.tar.gz -C $(printf '%q' "$remote_dir") && GR_JAX_ACCELERATOR=tpu bash $(printf '%q' "$remote_dir")/launch/_venv.sh"
   run gcloud compute tpus tpu-vm ssh "$tpu" "${target[@]}" --worker=all --command="$setup"
 fi
 run gcloud compute tpus tpu-vm ssh "$tpu" "${target[@]}" --worker=all --command="$remote"

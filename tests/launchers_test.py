@@ -55,7 +55,8 @@ def test_tpu_vm_dry_run_sync_copies_and_installs_first():
   assert commands[1][:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"]
   assert "--worker=all" in commands[1] and "--project=my-proj" in commands[1]
   setup = [a for a in commands[2] if a.startswith("--command=")][0]
-  assert "tar -xzf gr_jax.tar.gz -C code/gr" in setup and "code/gr/launch/_venv.sh" in setup
+  assert "tar -xzf gr_jax.tar.gz -C code/gr" in setup
+  assert "GR_JAX_ACCELERATOR=tpu bash code/gr/launch/_venv.sh" in setup
   assert "cd code/gr &&" in [a for a in commands[3] if a.startswith("--command=")][0]
 
 
@@ -91,7 +92,20 @@ def test_slurm_dry_run_prints_the_batch_script():
   srun = shlex.split([line for line in lines if line.startswith("srun ")][0])
   python = os.path.join(REPO_ROOT, ".venv", "bin", "python")
   assert srun == ["srun", "--kill-on-bad-exit=1", python, "-m", "gr_jax.main", *JOB_ARGS]
+  # The checkout's .venv gets the CUDA 12 lock before the job is submitted.
+  venv_sh = os.path.join(REPO_ROOT, "launch", "_venv.sh")
+  assert shlex.split(lines[-2]) == ["env", "GR_JAX_ACCELERATOR=cuda12", "bash", venv_sh]
   assert lines[-1] == "sbatch /logs/gr_jax.sbatch"
+
+
+def test_slurm_installs_the_chosen_lock_unless_given_a_python():
+  def installs(*options):
+    out = _bash(SLURM, *options, "--dry_run", "--", "--workdir=w").stdout
+    return [shlex.split(line) for line in out.splitlines() if line.endswith("_venv.sh")]
+
+  venv_sh = os.path.join(REPO_ROOT, "launch", "_venv.sh")
+  assert installs("--accelerator=cpu") == [["env", "GR_JAX_ACCELERATOR=cpu", "bash", venv_sh]]
+  assert installs("--python=/opt/env/bin/python") == []
 
 
 def test_slurm_script_is_valid_bash():
@@ -106,6 +120,7 @@ def test_slurm_script_is_valid_bash():
     (SLURM, ["--nodes=0", "--", "--workdir=w"], "--nodes must be a positive integer"),
     (SLURM, ["--gpus=8", "--", "--workdir=w"], "unknown option '--gpus=8'"),
     (SLURM, ["--dry_run"], "no job arguments"),
+    (SLURM, ["--accelerator=rocm", "--", "--workdir=w"], "--accelerator='rocm' is not one of"),
     (TPU_VM, ["--tpu=t", "--", "--workdir=w"], "--tpu and --zone are required"),
     (TPU_VM, ["--tpu=t", "--zone=z"], "no job arguments"),
   ],

@@ -4,6 +4,7 @@ import gin
 import numpy as np
 import pytest
 
+from gr_jax import tf_guard
 from gr_jax.data.text import vocab as text_vocab
 from gr_jax.data.text.vocab import TextVocab, train_text_vocab
 
@@ -151,11 +152,13 @@ def test_vocab_size_from_gin(corpus, tmp_path):
     gin.clear_config()
 
 
-def test_seqio_vocabulary_matches(vocab, corpus):
-  seqio_vocab = vocab.as_seqio_vocabulary()
-  assert seqio_vocab.vocab_size == vocab.vocab_size
-  assert (seqio_vocab.pad_id, seqio_vocab.eos_id, seqio_vocab.unk_id) == (0, 1, 2)
-  for text in corpus[:5]:
-    ids = seqio_vocab.encode(text)
+def test_single_text_form_matches_seqio(vocab, corpus):
+  seqio = tf_guard.seqio()
+  reference = seqio.SentencePieceVocabulary(str(vocab.path), extra_ids=0)
+  single = vocab.as_seqio_vocabulary()
+  assert single.vocab_size == reference.vocab_size == vocab.vocab_size
+  for text in corpus[:20]:
+    ids = single.encode(text)
+    assert ids == reference.encode(text)
     np.testing.assert_array_equal(ids, vocab.encode([text])[0])
-    assert seqio_vocab.decode(ids) == text
+    assert single.decode(ids) == reference.decode(ids) == text

@@ -38,7 +38,8 @@ Since the prompt ends with SEP, the first SID token is predicted from SEP.
 
 `build_examples` (numpy, used by the in-memory pipeline) and the seqio tasks
 (`register_tasks`, `get_task_dataset`) share `task_prompts`, so both give
-identical examples.
+identical examples. Only the seqio paths load seqio and TensorFlow (through
+gr_jax/tf_guard.py): evaluation and serving build prompts here without them.
 """
 
 from __future__ import annotations
@@ -47,14 +48,17 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gin
 import numpy as np
-import seqio
-import tensorflow as tf
 
+from gr_jax import tf_guard
 from gr_jax.data import schema
 from gr_jax.models.token_layout import PAD_ID, SEP_ID, UNK_ID, TokenLayout
+
+if TYPE_CHECKING:
+  import tensorflow as tf
 
 TASK_NAMES = ("i2sid", "q2sid", "uq2sid", "seqrec")
 
@@ -376,48 +380,6 @@ def build_examples(
   }
 
 
-class PromptSidFeatureConverter(seqio.FeatureConverter):
-  """Task features {inputs: prompt, targets: SID tokens} -> {tokens, loss_weights}.
-
-  task_feature_lengths = {'inputs': prompt_len, 'targets': L}. The output is the
-  layout of `layout_examples` (see the module docstring for the shift
-  convention). Packing is not supported: every example is one retrieval.
-  """
-
-  TASK_FEATURES = {
-    "inputs": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-    "targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-  }
-  MODEL_FEATURES = {
-    "tokens": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-    "loss_weights": seqio.FeatureConverter.FeatureSpec(dtype=tf.float32),
-  }
-  PACKING_FEATURE_DTYPES = {}
-
-  def __init__(self, **kwargs):
-    kwargs["pack"] = False
-    super().__init__(**kwargs)
-
-  def _convert_features(self, ds, task_feature_lengths):
-    prompt_len = task_feature_lengths["inputs"]
-    num_levels = task_feature_lengths["targets"]
-
-    def convert(example):
-      prompt = example["inputs"][-prompt_len:]
-      padding = tf.fill([prompt_len - tf.shape(prompt)[0]], tf.constant(PAD_ID, tf.int32))
-      tokens = tf.concat([padding, prompt, example["targets"]], 0)
-      loss_weights = tf.concat(
-        [tf.zeros([prompt_len], tf.float32), tf.ones([num_levels], tf.float32)], 0
-      )
-      return {"tokens": tokens, "loss_weights": loss_weights}
-
-    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-  def get_model_feature_lengths(self, task_feature_lengths):
-    length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
-    return {"tokens": length, "loss_weights": length}
-
-
 # Registered task name -> its TaskConfig (the prompt budget is fixed per task).
 _REGISTERED_CONFIGS: dict[str, TaskConfig] = {}
 
@@ -450,6 +412,8 @@ def register_tasks(
   Returns:
     The registered task names (an existing task of that name is replaced).
   """
+  seqio = tf_guard.seqio()
+  tf = tf_guard.tensorflow()
   config = config or TaskConfig()
 
   @functools.cache
@@ -545,7 +509,7 @@ def get_task_dataset(
   shuffle: bool = False,
   seed: int | None = None,
 ) -> tf.data.Dataset:
-  """A task registered here, through PromptSidFeatureConverter.
+  """A task registered here, through seqio_converter.PromptSidFeatureConverter.
 
   The prompt length is the one the task was registered with
   (TaskConfig.prompt_len): prompts are budgeted when they are built.
@@ -558,7 +522,9 @@ def get_task_dataset(
   """
   if task_full_name not in _REGISTERED_CONFIGS:
     raise ValueError(f"task '{task_full_name}' was not registered by seqio_tasks.register_tasks")
-  task = seqio.get_mixture_or_task(task_full_name)
+  from gr_jax.data import seqio_converter  # seqio and TensorFlow, through tf_guard
+
+  task = tf_guard.seqio().get_mixture_or_task(task_full_name)
   lengths = {
     "inputs": _REGISTERED_CONFIGS[task_full_name].prompt_len,
     "targets": layout.num_sid_levels,
@@ -566,4 +532,4 @@ def get_task_dataset(
   ds = task.get_dataset(
     sequence_length=lengths, split=split, shuffle=shuffle, seed=seed, trim_output_features=False
   )
-  return PromptSidFeatureConverter()(ds, lengths)
+  return seqio_converter.PromptSidFeatureConverter()(ds, lengths)

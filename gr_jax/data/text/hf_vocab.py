@@ -75,31 +75,6 @@ class HfTokenizerVocab(text_vocab.PieceVocabulary):
   def _decode_ids(self, ids: list[int]) -> str:
     return self._tokenizer.decode(ids, skip_special_tokens=False)
 
-  def as_seqio_vocabulary(self) -> _SingleTextVocab:
-    """The one-string-at-a-time form the SFT tasks encode with (`encode(str)`, `vocab_size`).
-
-    Not a `seqio.Vocabulary`: the tasks only call `encode` and read `vocab_size`, which is
-    all a tokenizers tokenizer needs to provide here.
-    """
-    return _SingleTextVocab(self)
-
-
-class _SingleTextVocab:
-  """`encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size` over an HfTokenizerVocab."""
-
-  def __init__(self, vocab: HfTokenizerVocab):
-    self._vocab = vocab
-
-  @property
-  def vocab_size(self) -> int:
-    return self._vocab.vocab_size
-
-  def encode(self, text: str) -> list[int]:
-    return self._vocab.encode([text])[0].tolist()
-
-  def decode(self, ids) -> str:
-    return self._vocab._decode_one(ids)
-
 
 def install_tokenizer(source: str | os.PathLike, destination: str | os.PathLike) -> pathlib.Path:
   """Copies a checkpoint's tokenizer.json to `destination` (idempotent).

@@ -201,6 +201,31 @@ class PieceVocabulary:
       )
     return self._decode_ids(ids.tolist())
 
+  def as_seqio_vocabulary(self) -> SingleTextVocab:
+    """The one-string-at-a-time form the SFT tasks encode with (`encode(str)`, `vocab_size`).
+
+    The subset of `seqio.Vocabulary` the tasks call, without seqio: importing seqio loads
+    TensorFlow, which evaluation, RL and serving do not need (gr_jax/tf_guard.py).
+    """
+    return SingleTextVocab(self)
+
+
+class SingleTextVocab:
+  """`encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size` over a PieceVocabulary."""
+
+  def __init__(self, vocab: PieceVocabulary):
+    self._vocab = vocab
+
+  @property
+  def vocab_size(self) -> int:
+    return self._vocab.vocab_size
+
+  def encode(self, text: str) -> list[int]:
+    return self._vocab.encode([text])[0].tolist()
+
+  def decode(self, ids) -> str:
+    return self._vocab._decode_one(ids)
+
 
 class TextVocab(PieceVocabulary):
   """A trained SentencePiece model: text <-> piece ids."""
@@ -244,10 +269,3 @@ class TextVocab(PieceVocabulary):
 
   def _decode_ids(self, ids: list[int]) -> str:
     return self._processor.decode(ids)
-
-  def as_seqio_vocabulary(self):
-    """The same model as a `seqio.SentencePieceVocabulary` (no extra ids)."""
-    # Imported here: seqio pulls in TensorFlow, which plain encoding does not need.
-    import seqio
-
-    return seqio.SentencePieceVocabulary(str(self.path), extra_ids=0)
