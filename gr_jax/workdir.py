@@ -1,7 +1,7 @@
 """The work directory of a run (DESIGN.md): where every stage's artefacts live, and
 how a stage loads what the stages before it wrote.
 
-    WORKDIR/data/                catalog.npz, logs.npz (+ world latents or amazon.json),
+    WORKDIR/data/                catalog.npz, logs.npz (+ world latents, amazon.json or tfds.json),
                                  catalog_additions.npz (items added later, data/additions.py)
     WORKDIR/vocab/text.model     SentencePiece text vocabulary, shared by every generator
     WORKDIR/sid/<tokenizer>/     item_sid.npy, sid_items.npz, diagnostics.json, tokenizer
@@ -34,6 +34,7 @@ from gr_jax.train import checkpoints
 
 # Written last by each data source: a data directory holding one is complete.
 AMAZON_MANIFEST = "amazon.json"
+TFDS_MANIFEST = "tfds.json"
 
 
 def data_dir(workdir: str) -> str:
@@ -75,7 +76,8 @@ def eval_dir(workdir: str) -> str:
 def has_data(workdir: str) -> bool:
   """Whether a data source finished writing the run's dataset."""
   out = data_dir(workdir)
-  return any(os.path.exists(os.path.join(out, m)) for m in (simulator.MANIFEST, AMAZON_MANIFEST))
+  manifests = (simulator.MANIFEST, AMAZON_MANIFEST, TFDS_MANIFEST)
+  return any(os.path.exists(os.path.join(out, m)) for m in manifests)
 
 
 def load_data(workdir: str) -> tuple[schema.Catalog, schema.SearchLogs]:

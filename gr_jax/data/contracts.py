@@ -552,8 +552,53 @@ def _logs_from_rows(
     clicked=pad_id_lists(id_lists["clicked"], keep_newest=False),
     purchased=pad_id_lists(id_lists["purchased"], keep_newest=False),
     split=np.array([split_index(r["split"], row) for row, r in enumerate(log_rows)], np.int8),
+    query_features=(
+      np.stack([np.asarray(r["query_features"], np.float32) for r in log_rows])
+      if log_rows and all("query_features" in r for r in log_rows)
+      else None
+    ),
   )
   return logs
+
+
+def catalog_from_rows(catalog_rows: Sequence[Mapping], dataset: str) -> schema.Catalog:
+  """The validated Catalog of contract rows (CATALOG_FIELDS, item_id dense 0..N-1 in any
+  order, optional `features` [D]); text may be str or bytes.
+
+  Raises:
+    errors.DataContractError: naming `dataset`, the row and the field.
+  """
+  catalog = _catalog_from_rows(catalog_rows, dataset)
+  validate_catalog(catalog, dataset)
+  return catalog
+
+
+def logs_from_rows(
+  log_rows: Sequence[Mapping],
+  num_items: int,
+  dataset: str,
+  history_len: int | None = None,
+  on_error: OnError = "raise",
+) -> tuple[schema.SearchLogs, SkipReport]:
+  """The validated SearchLogs of contract rows (LOG_FIELDS, item-id lists as 1-D arrays,
+  `split` as a name in schema.SPLITS or its index, optional `query_features` [D]).
+
+  Args:
+    log_rows: one mapping per request.
+    num_items: catalog size; item ids must lie in 0..num_items-1.
+    dataset: name for messages.
+    history_len: width of recent_clicks (newest kept); default the longest.
+    on_error: 'raise' or 'skip' (bad rows dropped and counted).
+
+  Returns:
+    (logs, SkipReport).
+
+  Raises:
+    errors.DataContractError: naming `dataset`, the row and the field.
+  """
+  check_on_error(on_error)
+  logs = _logs_from_rows(log_rows, dataset, history_len)
+  return validate_logs(logs, num_items, dataset, on_error)
 
 
 def tables_from_rows(
@@ -565,13 +610,9 @@ def tables_from_rows(
 ) -> tuple[schema.Catalog, schema.SearchLogs, SkipReport]:
   """Builds (Catalog, SearchLogs) from contract rows (e.g. TFDS examples as numpy).
 
-  Catalog rows must hold CATALOG_FIELDS with item_id dense 0..N-1 (in any
-  order); log rows must hold LOG_FIELDS with item-id lists as 1-D arrays and
-  `split` as a name in schema.SPLITS or its index. Text may be str or bytes.
-
   Args:
-    catalog_rows: one mapping per item.
-    log_rows: one mapping per request.
+    catalog_rows: one mapping per item (`catalog_from_rows`).
+    log_rows: one mapping per request (`logs_from_rows`).
     dataset: name for messages ('<dataset>/catalog', '<dataset>/logs').
     history_len: width of recent_clicks (newest kept); default the longest.
     on_error: 'raise' or 'skip' (skip applies to log rows; catalog errors
@@ -584,10 +625,8 @@ def tables_from_rows(
     errors.DataContractError: naming the dataset, row and field.
   """
   check_on_error(on_error)
-  cat_name = f"{dataset}/catalog"
-  catalog = _catalog_from_rows(catalog_rows, cat_name)
-  validate_catalog(catalog, cat_name)
-  log_name = f"{dataset}/logs"
-  logs = _logs_from_rows(log_rows, log_name, history_len)
-  logs, report = validate_logs(logs, len(catalog_rows), log_name, on_error)
+  catalog = catalog_from_rows(catalog_rows, f"{dataset}/catalog")
+  logs, report = logs_from_rows(
+    log_rows, catalog.num_items, f"{dataset}/logs", history_len, on_error
+  )
   return catalog, logs, report

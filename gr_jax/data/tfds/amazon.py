@@ -131,7 +131,8 @@ def load_tfds_tables(
   """Reads a contract builder's `catalog` and `logs` configs into tables.
 
   Args:
-    builder_name: registered TFDS name (optionally with ':version').
+    builder_name: registered TFDS name (optionally with ':version'; source.py says how
+      a name maps to the two configs).
     data_dir: TFDS data dir.
     manual_dir: manual download dir (AmazonScientific only).
     history_len: width of recent_clicks; None = the longest history.
@@ -142,25 +143,14 @@ def load_tfds_tables(
     (catalog, logs), validated.
 
   Raises:
-    errors.DataContractError: a row breaks the contract, naming
-      '<builder>/catalog' or '<builder>/logs', the example index and the field.
+    errors.DataContractError: a row breaks the contract, naming the builder, config,
+      split, the example index and the field.
   """
-  name, _, version = builder_name.partition(":")
-  suffix = f":{version}" if version else ""
-  extra = {"manual_dir": manual_dir} if manual_dir else {}
-  rows = {}
-  for config, splits in ((CATALOG_CONFIG, ("catalog",)), (LOGS_CONFIG, schema.SPLITS)):
-    builder = tfds.builder(f"{name}/{config}{suffix}", data_dir=data_dir, **extra)
-    if prepare:
-      builder.download_and_prepare()
-    rows[config] = [
-      example
-      for split in splits
-      for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
-    ]
-  catalog, logs, report = contracts.tables_from_rows(
-    rows[CATALOG_CONFIG], rows[LOGS_CONFIG], name, history_len, on_error
-  )
+  # source.py imports this module to register the builder.
+  from gr_jax.data.tfds import source as tfds_source  # noqa: PLC0415
+
+  source = tfds_source.open_source(builder_name, data_dir, manual_dir=manual_dir, prepare=prepare)
+  catalog, logs, report = tfds_source.read_tables(source, history_len, on_error)
   if report.total:
     logging.warning("%s", report.summary())
   return catalog, logs
