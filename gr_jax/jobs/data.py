@@ -11,7 +11,7 @@ from absl import logging
 
 from gr_jax import errors, fingerprint
 from gr_jax import workdir as workdir_lib
-from gr_jax.data.amazon import prepare
+from gr_jax.data.amazon import prepare, reader
 from gr_jax.data.world import simulator
 
 SOURCES = ("world", "amazon")
@@ -26,27 +26,34 @@ def prepare_data(
   amazon_dir: str | None = None,
   feature_cache_dir: str | None = None,
   on_error: str = "raise",
+  amazon_dataset: str | None = None,
+  amazon_category_root: str | None = None,
+  amazon_query: str = "category",
 ):
   """Writes catalog.npz and logs.npz (and, for the world, its latents) to WORKDIR/data.
 
   Args:
     workdir: the run's work directory.
     source: 'world' (the built-in simulator; item features = latent vectors) or
-      'amazon' (Amazon Scientific files; features = MiniLM text embeddings).
+      'amazon' (an Amazon dataset in the UniSRec layout; features = MiniLM text embeddings).
     preset: world preset (tiny, small, medium, paper).
     overrides: dict of WorldConfig fields changed from the preset (e.g. title_noise).
-    amazon_dir: folder of the Scientific.* files (source 'amazon' only; default: the
+    amazon_dir: folder of the UniSRec-layout files (source 'amazon' only; default: the
       GR_JAX_AMAZON_DIR environment variable, as for the TFDS builder).
     feature_cache_dir: where MiniLM embeddings are memoised (source 'amazon';
       default WORKDIR/data/text_cache). Share one folder across runs to encode once.
     on_error: source 'amazon': 'raise' stops at the first bad row; 'skip' drops bad rows
       and writes data/skip_report.json (every dropped row, by reason) and id_maps.npz.
+    amazon_dataset: the file prefix ('Office'); None = the only dataset in amazon_dir.
+    amazon_category_root: the category root phrase; None infers it from the item texts.
+    amazon_query: pseudo-query of a request: 'category' (its target's category path) or
+      'title' (its target's title words without any category word).
 
   Returns:
     The data directory.
 
   Raises:
-    UserError: unknown source, or source 'amazon' without amazon_dir.
+    UserError: unknown source or query mode, or source 'amazon' without amazon_dir.
     StageMismatchError: the dataset here was made with other settings (and no redo).
   """
   out = workdir_lib.data_dir(workdir)
@@ -56,19 +63,30 @@ def prepare_data(
     amazon_dir = amazon_dir or os.environ.get("GR_JAX_AMAZON_DIR")
     if not amazon_dir:
       raise errors.UserError(
-        "prepare_data.amazon_dir: required for source 'amazon' (the Scientific.* folder; "
+        "prepare_data.amazon_dir: required for source 'amazon' (the UniSRec-layout folder; "
         "or set GR_JAX_AMAZON_DIR)"
+      )
+    if amazon_query not in reader.QUERY_MODES:
+      raise errors.UserError(
+        f"prepare_data.amazon_query: unknown mode '{amazon_query}' {reader.QUERY_MODES}"
       )
   config = {"source": source, "preset": preset, "overrides": dict(overrides or {})}
   if source == "amazon":
     config.update(preset=None, amazon_dir=os.path.abspath(amazon_dir), on_error=on_error)
+    # Knobs at their defaults stay out of the record, so earlier work directories match.
+    query = None if amazon_query == "category" else amazon_query
+    knobs = {"dataset": amazon_dataset, "category_root": amazon_category_root, "query": query}
+    config.update({k: v for k, v in knobs.items() if v})
   stage = fingerprint.Stage("data", out, config, {})
   if stage.reuse(legacy_finished=workdir_lib.has_data(workdir), clear=lambda: _clear(out)):
     logging.info("data: reusing the dataset in %s", out)
     return out
   if source == "amazon":
     cache_dir = feature_cache_dir or os.path.join(out, "text_cache")
-    prepare.prepare_amazon(out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST, on_error)
+    prepare.prepare_amazon(
+      out, amazon_dir, cache_dir, workdir_lib.AMAZON_MANIFEST, on_error,
+      amazon_dataset, amazon_category_root, amazon_query,
+    )  # fmt: skip
     stage.finish()
     return out
   start = time.perf_counter()
