@@ -46,8 +46,7 @@ def prepare_data(
       and writes data/skip_report.json (every dropped row, by reason) and id_maps.npz.
     amazon_dataset: the file prefix ('Office'); None = the only dataset in amazon_dir.
     amazon_category_root: the category root phrase; None infers it from the item texts.
-    amazon_query: pseudo-query of a request: 'category' (its target's category path) or
-      'title' (its target's title words without any category word).
+    amazon_query: pseudo-queries from the target's 'category' path or 'title' (reader.title_query).
 
   Returns:
     The data directory.
@@ -73,9 +72,13 @@ def prepare_data(
   config = {"source": source, "preset": preset, "overrides": dict(overrides or {})}
   if source == "amazon":
     config.update(preset=None, amazon_dir=os.path.abspath(amazon_dir), on_error=on_error)
-    # Knobs at their defaults stay out of the record, so earlier work directories match.
-    query = None if amazon_query == "category" else amazon_query
-    knobs = {"dataset": amazon_dataset, "category_root": amazon_category_root, "query": query}
+    amazon_dataset = reader.find_dataset(amazon_dir, amazon_dataset).name
+    # Earlier records (Scientific, category queries) lack these keys: keep them matching.
+    knobs = {
+      "dataset": amazon_dataset != "Scientific" and amazon_dataset,
+      "category_root": amazon_category_root,
+      "query": amazon_query != "category" and amazon_query,
+    }
     config.update({k: v for k, v in knobs.items() if v})
   stage = fingerprint.Stage("data", out, config, {})
   if stage.reuse(legacy_finished=workdir_lib.has_data(workdir), clear=lambda: _clear(out)):
