@@ -1,13 +1,16 @@
-"""Tests of the Amazon Scientific reader and its TFDS builder.
+"""Tests of the Amazon (UniSRec layout) reader and its TFDS builders.
 
-A tiny fixture in the UniSRec file format is written to tmp for every CI test;
-tests marked real_data read ../shared/data/amazon_scientific when present.
+A tiny fixture in the UniSRec file format is written to tmp for every CI test,
+and a fabricated second dataset (another prefix and category root); tests
+marked real_data read ../shared/data/amazon_scientific when present.
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
+from amazon_fixtures import fabricate, write_unisrec
 
 from gr_jax import errors
 from gr_jax.data.amazon import reader as amazon
@@ -17,7 +20,8 @@ REAL_DIRS = [
   os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "amazon_scientific"),
   "/work/shared/data/amazon_scientific",
 ]
-REAL_DIR = next((d for d in REAL_DIRS if os.path.isfile(os.path.join(d, amazon.TEXT_FILE))), None)
+SCIENTIFIC = amazon.UnisrecFiles("Scientific")
+REAL_DIR = next((d for d in REAL_DIRS if os.path.isfile(os.path.join(d, SCIENTIFIC.text))), None)
 real_data = pytest.mark.skipif(
   REAL_DIR is None, reason="Amazon Scientific files not found in ../shared/data/amazon_scientific"
 )
@@ -49,42 +53,24 @@ def write_fixture(
   data_dir, text=FIXTURE_TEXT, index=FIXTURE_INDEX, inter=FIXTURE_INTER, raw_text_line=None
 ):
   """Writes the six Scientific.* files; raw_text_line (bytes) is appended to Scientific.text."""
-  os.makedirs(data_dir, exist_ok=True)
-  with open(os.path.join(data_dir, amazon.TEXT_FILE), "wb") as f:
-    f.write(b"item_id:token\ttext:token_seq\n")
-    for asin, body in text:
-      f.write(f"{asin}\t{body}\n".encode())
-    if raw_text_line is not None:
-      f.write(raw_text_line + b"\n")
-  with open(os.path.join(data_dir, amazon.ITEM_INDEX_FILE), "w") as f:
-    f.writelines(f"{asin}\t{i}\n" for i, asin in enumerate(index))
-  with open(os.path.join(data_dir, amazon.USER_INDEX_FILE), "w") as f:
-    f.writelines(f"{user}\t{i}\n" for i, user in enumerate(FIXTURE_USERS))
-  for split, rows in inter.items():
-    with open(os.path.join(data_dir, amazon.INTER_FILES[split]), "w") as f:
-      f.write("user_id:token\titem_id_list:token_seq\titem_id:token\n")
-      for row in rows:
-        if isinstance(row, str):
-          f.write(row + "\n")
-        else:
-          user, history, target = row
-          f.write(f"{user}\t{' '.join(map(str, history))}\t{target}\n")
-  return str(data_dir)
+  return write_unisrec(data_dir, "Scientific", text, index, FIXTURE_USERS, inter, raw_text_line)
 
 
 def test_parse_item_text_cases():
-  parsed = amazon.parse_item_text(FIXTURE_TEXT[0][1])
+  parsed = amazon.parse_item_text(FIXTURE_TEXT[0][1], ROOT)
   assert parsed == amazon.ItemText(
     "Dr. Tool No. 5 Sanding Roll",
     f"{ROOT} Abrasive & Finishing Products Sanding Rolls",
     "Mr. Heater",
   )
-  assert amazon.parse_item_text(FIXTURE_TEXT[2][1]).brand == ""
-  assert amazon.parse_item_text(FIXTURE_TEXT[3][1]) == amazon.ItemText("Mystery Gadget", "", "Zed")
-  assert amazon.parse_item_text("No Brand. . . ") == amazon.ItemText("No Brand", "", "")
-  quoted = amazon.parse_item_text(f" {ROOT} />. {ROOT} Fasteners Nuts. 3M. ")
+  assert amazon.parse_item_text(FIXTURE_TEXT[2][1], ROOT).brand == ""
+  assert amazon.parse_item_text(FIXTURE_TEXT[3][1], ROOT) == amazon.ItemText(
+    "Mystery Gadget", "", "Zed"
+  )
+  assert amazon.parse_item_text("No Brand. . . ", ROOT) == amazon.ItemText("No Brand", "", "")
+  quoted = amazon.parse_item_text(f" {ROOT} />. {ROOT} Fasteners Nuts. 3M. ", ROOT)
   assert quoted == amazon.ItemText(f"{ROOT} />", f"{ROOT} Fasteners Nuts", "3M")
-  assert amazon.parse_item_text("just some words") is None
+  assert amazon.parse_item_text("just some words", ROOT) is None
 
 
 def test_recover_category_segments_hand_example():
@@ -144,7 +130,7 @@ def test_pseudo_query():
 
 
 def test_load_fixture(tmp_path):
-  catalog, logs, info = amazon.load_amazon_scientific(write_fixture(tmp_path / "d"), history_len=3)
+  catalog, logs, info = amazon.load_amazon(write_fixture(tmp_path / "d"), history_len=3)
   assert info.num_items == 5 and info.num_users == 2
   assert info.split_rows == {"train": 3, "valid": 2, "test": 2}
   assert info.item_asins.tolist() == FIXTURE_INDEX
@@ -176,6 +162,79 @@ def test_load_fixture(tmp_path):
   assert logs.split_rows("train").recent_clicks.tolist() == [[-1, -1, 0], [-1, 0, 1], [-1, -1, 3]]
   assert logs.user_profile.shape == (7, 2) and not logs.user_profile.any()
   assert logs.request_id.tolist() == list(range(7))
+
+
+def test_title_query_drops_category_words_and_numbers():
+  path = (ROOT, "Hydraulics, Pneumatics & Plumbing", "Valves", "Ball Valves")
+  title = "Acme Brass Ball Valve with Lever Handle, 3/4-Inch, Brass"
+  # ball: a category word; valve: singular of 'valves'; with: stop word; 3, 4-inch: digits.
+  assert amazon.title_query(title, path) == "acme brass lever handle"
+  assert amazon.title_query(title, path, keep_numbers=True) == "acme brass lever handle 3 4-inch"
+  assert amazon.title_query("AA Battery Pack", (ROOT, "Batteries")) == "aa pack"
+  assert amazon.title_query("a b c d e f", (), max_words=4) == "b c d e"  # 'a' is a stop word
+  assert amazon.title_query("Ball Valves", path) == ""
+
+
+def test_infer_category_root():
+  assert amazon.infer_category_root(body for _, body in FIXTURE_TEXT) == ROOT
+  assert amazon.infer_category_root(["Gadget. . Zed. ", "Widget. . Acme. ", "Gizmo. . . "]) is None
+
+
+def test_find_dataset_infers_the_only_one_or_needs_a_name(tmp_path):
+  folder = tmp_path / "d"
+  with pytest.raises(errors.UserError, match="no such folder"):
+    amazon.find_dataset(str(folder))
+  folder.mkdir()
+  with pytest.raises(errors.UserError, match=r"no UniSRec dataset \(expected <name>.text"):
+    amazon.find_dataset(str(folder))
+  fabricate(folder, num_items=20, num_users=5)
+  assert amazon.find_dataset(str(folder)) == amazon.UnisrecFiles("Office")
+  write_fixture(folder)
+  several = r"holds several datasets \(Office, Scientific\); name one \(prepare_data.amazon_dataset"
+  with pytest.raises(errors.UserError, match=several):
+    amazon.load_amazon(str(folder))
+  assert amazon.find_dataset(str(folder), "Scientific").text == "Scientific.text"
+  with pytest.raises(errors.UserError, match=r"no dataset 'Arts' .*here: Office, Scientific"):
+    amazon.find_dataset(str(folder), "Arts")
+  _, _, info = amazon.load_amazon(str(folder), "Scientific")
+  assert (info.dataset, info.category_root, info.num_items) == ("Scientific", ROOT, 5)
+
+
+def test_load_fabricated_second_dataset(tmp_path):
+  data_dir = fabricate(tmp_path / "d", dataset="Office", root="Office Products")
+  catalog, logs, info = amazon.load_amazon(data_dir)
+  assert (info.dataset, info.category_root) == ("Office", "Office Products")
+  assert (info.num_items, info.num_users, info.items_without_category) == (300, 200, 30)
+  assert info.split_rows == {"train": 600, "valid": 200, "test": 200}
+  assert info.num_category_paths == catalog.num_categories == 12
+  assert all(p[0] == "Office Products" and len(p) >= 2 for p in catalog.category_path if p)
+  assert catalog.title[0].startswith(catalog.brand[0])
+  named, _, _ = amazon.load_amazon(data_dir, "Office", category_root="Office Products")
+  assert named.category_path.tolist() == catalog.category_path.tolist()
+
+
+def _words(text: str) -> set[str]:
+  return set(re.findall(r"[0-9a-z]+(?:['\-][0-9a-z]+)*", text.lower()))
+
+
+@pytest.mark.parametrize("fixture", ["scientific", "fabricated"])
+def test_title_queries_never_name_the_category(tmp_path, fixture):
+  data_dir = write_fixture(tmp_path / "d") if fixture == "scientific" else fabricate(tmp_path / "d")
+  catalog, title_logs, _ = amazon.load_amazon(data_dir, query="title")
+  _, category_logs, _ = amazon.load_amazon(data_dir)
+  target = title_logs.purchased[:, 0]
+  named = 0
+  for item, title_query, category_query in zip(
+    target, title_logs.query, category_logs.query, strict=True
+  ):
+    category_words = _words(" ".join(catalog.category_path[item]))
+    assert not set(title_query.split()) & category_words, (title_query, category_words)
+    named += bool(set(category_query.split()) & category_words)
+  # The category queries do name the category, whenever the target has one.
+  assert named == sum(bool(catalog.category_path[item]) for item in target)
+  if fixture == "fabricated":  # brand and two random words survive (and the leaf word without one)
+    lengths = [len(q.split()) for q in title_logs.query]
+    assert lengths == [3 if catalog.category_path[item] else 4 for item in target]
 
 
 @pytest.mark.parametrize(
@@ -222,7 +281,7 @@ def test_load_fixture(tmp_path):
 def test_bad_input_names_file_row_field(tmp_path, mutate, message):
   data_dir = write_fixture(tmp_path / "d", **mutate)
   with pytest.raises(errors.DataContractError, match=message):
-    amazon.load_amazon_scientific(data_dir)
+    amazon.load_amazon(data_dir)
 
 
 def test_skip_mode_drops_and_counts(tmp_path):
@@ -231,7 +290,7 @@ def test_skip_mode_drops_and_counts(tmp_path):
   data_dir = write_fixture(
     tmp_path / "d", text=text, inter=inter, raw_text_line=b"B9\tz \xfe. . x. "
   )
-  catalog, logs, info = amazon.load_amazon_scientific(data_dir, on_error="skip")
+  catalog, logs, info = amazon.load_amazon(data_dir, on_error="skip")
   counts = info.skip_report.counts
   assert (
     counts["invalid UTF-8"] == 1 and counts["empty title"] == 1 and counts["item without text"] == 1
@@ -255,7 +314,7 @@ def test_tfds_fixture_build_and_read_back(tmp_path, monkeypatch):
   # The manual dir comes from the environment variable (no argument given).
   monkeypatch.setenv(amazon_tfds.MANUAL_DIR_ENV, data_dir)
   catalog, logs = amazon_tfds.load_tfds_tables("amazon_scientific", data_dir=str(tmp_path / "tfds"))
-  want_catalog, want_logs, _ = amazon.load_amazon_scientific(data_dir)
+  want_catalog, want_logs, _ = amazon.load_amazon(data_dir)
   assert catalog.title.tolist() == want_catalog.title.tolist()
   assert catalog.category_path.tolist() == want_catalog.category_path.tolist()
   np.testing.assert_array_equal(catalog.category_id, want_catalog.category_id)
@@ -266,10 +325,26 @@ def test_tfds_fixture_build_and_read_back(tmp_path, monkeypatch):
   assert logs.query.tolist() == want_logs.query.tolist()
 
 
+def test_tfds_builder_for_another_dataset(tmp_path):
+  from gr_jax.data.tfds import amazon as amazon_tfds
+
+  data_dir = fabricate(tmp_path / "manual", dataset="Office", num_items=30, num_users=8)
+  builder = amazon_tfds.builder_for("Office")
+  assert builder.name == "amazon_office" and amazon_tfds.builder_for("Office") is builder
+  assert amazon_tfds.builder_for("Scientific") is amazon_tfds.AmazonScientific
+  catalog, logs = amazon_tfds.load_tfds_tables(
+    builder.name, data_dir=str(tmp_path / "tfds"), manual_dir=data_dir
+  )
+  want_catalog, want_logs, _ = amazon.load_amazon(data_dir)
+  assert catalog.category_path.tolist() == want_catalog.category_path.tolist()
+  np.testing.assert_array_equal(logs.purchased, want_logs.purchased)
+  assert logs.query.tolist() == want_logs.query.tolist()
+
+
 @pytest.mark.real_data
 @real_data
 def test_real_data_counts():
-  catalog, logs, info = amazon.load_amazon_scientific(REAL_DIR)
+  catalog, logs, info = amazon.load_amazon(REAL_DIR)
   assert (info.num_items, info.num_users) == (4385, 8442)
   assert info.split_rows == {"train": 34101, "valid": 8442, "test": 8442}
   assert catalog.num_items == 4385 and logs.num_requests == 34101 + 2 * 8442

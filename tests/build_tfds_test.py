@@ -50,7 +50,7 @@ def test_cli_builds_amazon_from_fixture(tmp_path):
   data_dir = str(tmp_path / "tfds")
   rc, out, err = _cli("amazon_scientific", f"--data_dir={data_dir}", f"--manual_dir={manual}")
   assert rc == 0, err
-  catalog, logs, _ = amazon.load_amazon_scientific(manual)
+  catalog, logs, _ = amazon.load_amazon(manual)
   want = {split: logs.split_rows(split).num_requests for split in ("train", "valid", "test")}
   assert f"(catalog={catalog.num_items})" in out
   assert "({})".format(", ".join(f"{s}={n}" for s, n in want.items())) in out
@@ -99,9 +99,7 @@ def test_name_mistakes(tmp_path, names, message):
 
 
 def test_missing_manual_dir_names_path_and_files(tmp_path):
-  files = ", ".join(
-    (amazon.TEXT_FILE, amazon.ITEM_INDEX_FILE, amazon.USER_INDEX_FILE, *amazon.INTER_FILES.values())
-  )
+  files = ", ".join(amazon.UnisrecFiles("Scientific").all)
   missing = tmp_path / "nowhere"
   with pytest.raises(build_tfds.BuildError) as e:
     build_tfds.build(["amazon_scientific"], str(tmp_path / "tfds"), str(missing))
@@ -111,9 +109,9 @@ def test_missing_manual_dir_names_path_and_files(tmp_path):
   )
   partial = tmp_path / "partial"
   partial.mkdir()
-  (partial / amazon.TEXT_FILE).write_text("")
+  (partial / "Scientific.text").write_text("")
   with pytest.raises(
-    build_tfds.BuildError, match=re.escape(f"'{partial}' lacks {amazon.ITEM_INDEX_FILE}, ")
+    build_tfds.BuildError, match=re.escape(f"'{partial}' lacks Scientific.item2index, ")
   ):
     build_tfds.build(["amazon_scientific/logs"], str(tmp_path / "tfds"), str(partial))
 

@@ -273,11 +273,11 @@ def test_truncated_data_file_is_refused_or_skipped_and_reported(tmp_path):
   from gr_jax.data.amazon import prepare, reader
 
   data_dir = write_fixture(tmp_path / "raw")
-  inter = os.path.join(data_dir, reader.INTER_FILES["test"])
+  inter = os.path.join(data_dir, reader.UnisrecFiles("Scientific").inter("test"))
   _cut_last_line(inter)
   with pytest.raises(errors.DataContractError, match="no final newline: the file looks truncated"):
-    reader.load_amazon_scientific(data_dir)
-  _, logs, info = reader.load_amazon_scientific(data_dir, on_error="skip")
+    reader.load_amazon(data_dir)
+  _, logs, info = reader.load_amazon(data_dir, on_error="skip")
   assert info.skip_report.counts["truncated last line"] == 1
   assert info.split_rows["test"] == 1
   prepare.write_load_report(str(tmp_path / "data"), info)

@@ -242,7 +242,7 @@ def test_tasks_from_tfds_builder_match_numpy(tmp_path, monkeypatch, text_vocab, 
     config=config,
   )
   assert names[0] == "amazon_scientific_i2sid"
-  catalog, logs, _ = amazon.load_amazon_scientific(data_dir)
+  catalog, logs, _ = amazon.load_amazon(data_dir)
   for task in ("q2sid", "uq2sid"):
     want = seqio_tasks.build_examples(
       task, catalog, logs, "valid", item_sid, text_vocab, layout, 16

@@ -41,12 +41,13 @@ def train_sasrec(
   patience: int = 10,
   time_budget_s: float = 600.0,
   seed: int = 0,
+  dataset: str | None = None,
 ) -> dict:
   """Runs the module docstring's job; returns the metrics dict.
 
   Args:
     workdir: the run's work directory.
-    data_dir: folder of the Scientific.* files.
+    data_dir: folder of the UniSRec-layout files (the published row is Scientific's).
     hidden, num_blocks, num_heads, dropout, max_len: the model (sasrec.SasrecConfig).
     loss: 'ce' (softmax over all items) or 'bce' (one sampled negative per position).
     learning_rate: Adam learning rate (constant).
@@ -56,9 +57,10 @@ def train_sasrec(
     patience: evaluations without a better valid NDCG@10 before stopping.
     time_budget_s: training stops at the first evaluation after this wall time.
     seed: initialisation, dropout, negatives and batch order.
+    dataset: the file prefix; None = the only dataset in data_dir.
   """
   start = time.perf_counter()
-  _, logs, info = amazon.load_amazon_scientific(data_dir, history_len=max_len)
+  _, logs, info = amazon.load_amazon(data_dir, dataset, history_len=max_len)
   config = sasrec.SasrecConfig(
     num_items=info.num_items,
     max_len=max_len,

@@ -1,20 +1,25 @@
-"""Reader for Amazon Reviews 2018 "Industrial and Scientific" 5-core (UniSRec files).
+"""Reader for Amazon Reviews 2018 datasets in the UniSRec file layout (any category).
 
-Turns the six files of `../shared/data/amazon_scientific/` (see its README) into
-the contract tables `schema.Catalog` and `schema.SearchLogs`:
+Turns the six files `<name>.text`, `<name>.item2index`, `<name>.user2index` and
+`<name>.{train,valid,test}.inter` of one dataset (e.g. `Scientific.*`, see
+`../shared/data/amazon_scientific/README.md`; Office, Instruments, Arts, Pantry
+are laid out alike) into the contract tables `schema.Catalog` and
+`schema.SearchLogs`:
 
-- Items: `Scientific.item2index` gives the dense id of each ASIN;
-  `Scientific.text` gives "title. category path. brand. " per ASIN, which
-  `parse_item_text` splits; `recover_category_segments` restores the category
+- Dataset name: given, or inferred when the folder holds exactly one
+  `<name>.train.inter` (`find_dataset`).
+- Items: `<name>.item2index` gives the dense id of each ASIN; `<name>.text`
+  gives "title. category path. brand. " per ASIN, which `parse_item_text`
+  splits at the category root (given, or inferred from the texts by
+  `infer_category_root`); `recover_category_segments` restores the category
   path segments; the leaf category id enumerates the distinct full paths (-1
   when an item has none); efficiency_score = the item's number of train
   interactions.
-- Requests: every row of `Scientific.{train,valid,test}.inter` (user, history,
-  target) becomes one search request with recent_clicks = the last
-  `history_len` history items (newest last), exposed = clicked = purchased =
-  [target], query = the pseudo-query of the target (Van Gysel et al. 2016: the
-  target's category path, lower-cased, stop words and repeated words removed),
-  user_profile = (0, 0) since Amazon has no profile, split = the file's split.
+- Requests: every row of the three `.inter` files (user, history, target)
+  becomes one search request with recent_clicks = the last `history_len`
+  history items (newest last), exposed = clicked = purchased = [target],
+  query = the pseudo-query of the target (`QUERY_MODES`), user_profile =
+  (0, 0) since Amazon has no profile, split = the file's split.
 
 Errors name the file, the 1-based line number and the field.
 """
@@ -35,14 +40,15 @@ import numpy as np
 from gr_jax import errors
 from gr_jax.data import contracts, schema
 
-TEXT_FILE = "Scientific.text"
-ITEM_INDEX_FILE = "Scientific.item2index"
-USER_INDEX_FILE = "Scientific.user2index"
-INTER_FILES = {split: f"Scientific.{split}.inter" for split in schema.SPLITS}
 TEXT_COLUMNS = ("item_id", "text")
 INDEX_COLUMNS = ("key", "index")
 INTER_COLUMNS = ("user_id", "item_id_list", "item_id")
-CATEGORY_ROOT = "Industrial & Scientific"
+TRAIN_INTER_SUFFIX = ".train.inter"
+# Pseudo-query of a request, from its target item: 'category' = the category
+# path's words (`pseudo_query`, the standard protocol); 'title' = the title's
+# words without any category word (`title_query`), so the query cannot name the
+# category that a category-aligned tokenizer puts at SID level 1.
+QUERY_MODES = ("category", "title")
 
 # A small standard English stop-word list (articles, prepositions, conjunctions,
 # auxiliaries): the words that the product-search protocol drops from
@@ -98,18 +104,140 @@ STOP_WORDS = frozenset(
 # next to them ("Abrasive & Finishing Products", "Tapes, Adhesives & Sealants").
 _JOINERS = frozenset({"&", "and", "/", "-"})
 _QUERY_WORD = re.compile(r"[0-9a-z]+(?:['\-][0-9a-z]+)*")
+# Root inference: the root's first word must open a category in at least this
+# share of the texts, and each further word must keep this share of the texts
+# that the shorter prefix opened (below the root the category tree branches).
+_ROOT_MIN_SHARE = 0.5
+_ROOT_KEEP_SHARE = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class UnisrecFiles:
+  """The file names of one dataset in the UniSRec layout.
+
+  Attributes:
+    name: the dataset name, i.e. the file prefix ('Scientific', 'Office').
+  """
+
+  name: str
+
+  @property
+  def text(self) -> str:
+    return f"{self.name}.text"
+
+  @property
+  def item_index(self) -> str:
+    return f"{self.name}.item2index"
+
+  @property
+  def user_index(self) -> str:
+    return f"{self.name}.user2index"
+
+  def inter(self, split: str) -> str:
+    return f"{self.name}.{split}.inter"
+
+  @property
+  def all(self) -> tuple[str, ...]:
+    """Every file the reader needs."""
+    return (
+      self.text,
+      self.item_index,
+      self.user_index,
+      *(self.inter(split) for split in schema.SPLITS),
+    )
+
+
+def find_dataset(data_dir: str, dataset: str | None = None) -> UnisrecFiles:
+  """The UniSRec dataset to read in `data_dir`: the named one, else the only one there.
+
+  Args:
+    data_dir: a folder of UniSRec-layout files.
+    dataset: the file prefix; None infers it from the single `<name>.train.inter`.
+
+  Returns:
+    The dataset's file names.
+
+  Raises:
+    errors.UserError: the folder is missing, holds no dataset, holds several and
+      none was named, or lacks the named one.
+  """
+  if not os.path.isdir(data_dir):
+    raise errors.UserError(f"{data_dir}: no such folder (expected UniSRec-layout Amazon files)")
+  found = sorted(
+    entry[: -len(TRAIN_INTER_SUFFIX)]
+    for entry in os.listdir(data_dir)
+    if entry.endswith(TRAIN_INTER_SUFFIX)
+  )
+  if dataset:
+    if dataset not in found:
+      raise errors.UserError(
+        f"{data_dir}: no dataset '{dataset}' (no {dataset}{TRAIN_INTER_SUFFIX}; "
+        f"datasets here: {', '.join(found) or 'none'})"
+      )
+    return UnisrecFiles(dataset)
+  if not found:
+    raise errors.UserError(
+      f"{data_dir}: no UniSRec dataset (expected <name>.text, <name>.item2index, "
+      f"<name>.user2index and <name>.{{train,valid,test}}.inter)"
+    )
+  if len(found) > 1:
+    raise errors.UserError(
+      f"{data_dir}: holds several datasets ({', '.join(found)}); name one "
+      "(prepare_data.amazon_dataset, DATASET= for launch/amazon.sh, or the dataset argument)"
+    )
+  return UnisrecFiles(found[0])
+
+
+def infer_category_root(texts: Iterable[str]) -> str | None:
+  """The phrase every category path starts with, read from raw item texts.
+
+  A text is "title. category path. brand. ": the title comes first, so a
+  category is one of the later ". "-separated pieces. The root is the word
+  sequence that opens a later piece in most texts: its first word is the word
+  that opens a later piece in the most texts (at least half of them), and it
+  grows word by word while the most common next word keeps at least 90% of the
+  texts the shorter prefix had. Below the root the category tree branches, so
+  there the share drops. When every item of a dataset sits under one child of
+  the root, that child joins the root (leaf paths and pseudo-queries are the
+  same either way); name the root to say otherwise.
+
+  Args:
+    texts: the text fields.
+
+  Returns:
+    The root phrase, or None when no phrase opens a piece in half the texts.
+  """
+  openings = []  # per text: the word tuples of its later pieces
+  for text in texts:
+    body = text.rstrip().removesuffix(".")
+    openings.append({tuple(piece.split()) for piece in body.split(". ")[1:] if piece.split()})
+  root: tuple[str, ...] = ()
+  texts_with_root = len(openings)
+  while True:
+    depth = len(root)
+    next_words = collections.Counter()
+    for pieces in openings:
+      next_words.update({p[depth] for p in pieces if len(p) > depth and p[:depth] == root})
+    if not next_words:
+      break
+    word, count = next_words.most_common(1)[0]
+    share = _ROOT_KEEP_SHARE if root else _ROOT_MIN_SHARE
+    if count < share * texts_with_root:
+      break
+    root, texts_with_root = (*root, word), count
+  return " ".join(root) or None
 
 
 @dataclasses.dataclass
 class ItemText:
-  """The three parts of one Scientific.text entry."""
+  """The three parts of one `<name>.text` entry."""
 
   title: str
   category: str
   brand: str
 
 
-def parse_item_text(text: str, root: str = CATEGORY_ROOT) -> ItemText | None:
+def parse_item_text(text: str, root: str) -> ItemText | None:
   """Splits "title. category path. brand. " into its parts.
 
   The parts were joined with ". " and a trailing ". " was added. Titles and
@@ -149,9 +277,7 @@ def parse_item_text(text: str, root: str = CATEGORY_ROOT) -> ItemText | None:
   return None
 
 
-def recover_category_segments(
-  paths: Iterable[str], root: str = CATEGORY_ROOT
-) -> dict[str, tuple[str, ...]]:
+def recover_category_segments(paths: Iterable[str], root: str) -> dict[str, tuple[str, ...]]:
   """Restores the segments of category paths whose segments were joined by spaces.
 
   Every path is a walk down one category tree, so a segment boundary sits
@@ -276,11 +402,68 @@ def pseudo_query(
   return " ".join(dict.fromkeys(w for w in words if w not in stop))
 
 
+def _word_forms(word: str) -> set[str]:
+  """The word and its regular plural / singular forms (valve(s), box(es), batter(y|ies))."""
+  forms = {word, word + "s", word + "es"}
+  if word.endswith("y"):
+    forms.add(word[:-1] + "ies")
+  if word.endswith("ies"):
+    forms.add(word[:-3] + "y")
+  if word.endswith("es"):
+    forms.add(word[:-2])
+  if word.endswith("s"):
+    forms.add(word[:-1])
+  return forms
+
+
+@gin.configurable
+def title_query(
+  title: str,
+  category_path: Sequence[str],
+  stop_words: Iterable[str] = STOP_WORDS,
+  max_words: int = 8,
+  keep_numbers: bool = False,
+) -> str:
+  """A product-search pseudo-query that does not name the item's category.
+
+  The title's words as in `pseudo_query` (lower-cased, punctuation removed, stop
+  words removed, each word once), without every word that is, or is a regular
+  plural / singular form of, a word of the item's category path (all levels,
+  root included), without words holding a digit (model numbers and sizes, which
+  would turn search into an id lookup), cut to the first `max_words`. Titles
+  usually open with the brand and the product noun, so "eSUN Bronze filament
+  1.75mm 0.5kg Spool for Makerbot" (category "... 3D Printing Filament") gives
+  "esun bronze spool makerbot".
+
+  Args:
+    title: the item title.
+    category_path: segments, root first (() for an item without category).
+    stop_words: words to drop.
+    max_words: longest query, in words.
+    keep_numbers: keep words that hold a digit.
+
+  Returns:
+    The query text ('' when every title word names the category).
+  """
+  stop = frozenset(stop_words)
+  category_words = set(_QUERY_WORD.findall(" ".join(category_path).lower()))
+  words = (
+    w
+    for w in _QUERY_WORD.findall(title.lower())
+    if w not in stop
+    and not _word_forms(w) & category_words
+    and (keep_numbers or not any(ch.isdigit() for ch in w))
+  )
+  return " ".join(list(dict.fromkeys(words))[:max_words])
+
+
 @dataclasses.dataclass
 class AmazonInfo:
   """What the reader found besides the two tables.
 
   Attributes:
+    dataset: the dataset name (file prefix).
+    category_root: the category root phrase (given or inferred).
     item_asins: [N] object array, ASIN of each dense item id.
     user_keys: [U] object array, reviewer id of each dense user id.
     num_items: N.
@@ -294,6 +477,8 @@ class AmazonInfo:
     load_seconds: wall time of the load.
   """
 
+  dataset: str
+  category_root: str
   item_asins: np.ndarray
   user_keys: np.ndarray
   num_items: int
@@ -310,9 +495,7 @@ def _read_table(path: str, columns: Sequence[str], header: bool, on_error: contr
   """Reads a tab-separated file -> (columns as lists of str, RowFilter with line numbers)."""
   name = os.path.basename(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path}: missing (expected the UniSRec 'Scientific' files in {os.path.dirname(path)})"
-    )
+    raise FileNotFoundError(f"{path}: missing (expected the UniSRec-layout files there)")
   with open(path, "rb") as f:
     data = f.read()
   lines, numbers, decode_report = contracts.decode_utf8_lines(name, data, columns, on_error)
@@ -359,28 +542,40 @@ def _read_index(path: str, on_error: contracts.OnError):
   return {keys[i]: int(index[i]) for i in kept}, lines, rows.report
 
 
-@gin.configurable
-def _read_items(data_dir: str, on_error, category_root: str, report: contracts.SkipReport):
+def _read_items(
+  data_dir: str,
+  files: UnisrecFiles,
+  on_error,
+  category_root: str | None,
+  report: contracts.SkipReport,
+):
   """Item ids from item2index and their parsed texts; bad rows raise or are recorded.
 
   Returns:
     (ASIN -> listed index, ASIN -> item2index line, has_text [listed] bool,
-    parsed text per listed index (None without a valid text)).
+    parsed text per listed index (None without a valid text), the category root).
   """
   asin_to_index, item_lines, index_report = _read_index(
-    os.path.join(data_dir, ITEM_INDEX_FILE), on_error
+    os.path.join(data_dir, files.item_index), on_error
   )
   report.merge(index_report)
   num_listed = len(asin_to_index)
   (asins, texts), text_rows = _read_table(
-    os.path.join(data_dir, TEXT_FILE), TEXT_COLUMNS, True, on_error
+    os.path.join(data_dir, files.text), TEXT_COLUMNS, True, on_error
   )
+  if not category_root:
+    category_root = infer_category_root(texts)
+    if category_root is None:
+      raise errors.UserError(
+        f"{files.text}: no category root found (no phrase opens the category of half the "
+        "items); name it (prepare_data.amazon_category_root)"
+      )
   index_of_row = np.array([asin_to_index.get(a, -1) for a in asins], np.int64)  # [rows]
   text_rows.flag(
     index_of_row < 0,
     "item_id",
     "unknown item",
-    lambda i: f"ASIN {asins[i]!r} is not listed in {ITEM_INDEX_FILE}",
+    lambda i: f"ASIN {asins[i]!r} is not listed in {files.item_index}",
   )
   parsed = [parse_item_text(t, category_root) for t in texts]
   text_rows.flag(
@@ -419,19 +614,25 @@ def _read_items(data_dir: str, on_error, category_root: str, report: contracts.S
   index_asin = sorted(asin_to_index, key=asin_to_index.get)
   for m in np.flatnonzero(~has_text):
     error = errors.contract_error(
-      ITEM_INDEX_FILE,
+      files.item_index,
       item_lines[index_asin[m]],
       "key",
-      f"ASIN {index_asin[m]!r} has no valid entry in {TEXT_FILE}",
+      f"ASIN {index_asin[m]!r} has no valid entry in {files.text}",
     )
     if on_error == "raise":
       raise error
     report.record("item without text", str(error))
-  return asin_to_index, item_lines, has_text, item_text
+  return asin_to_index, item_lines, has_text, item_text, category_root
 
 
 def _read_requests(
-  data_dir: str, on_error, num_users: int, num_listed: int, new_id, report: contracts.SkipReport
+  data_dir: str,
+  files: UnisrecFiles,
+  on_error,
+  num_users: int,
+  num_listed: int,
+  new_id,
+  report: contracts.SkipReport,
 ):
   """The kept rows of the three .inter files, item ids mapped to dense catalog ids.
 
@@ -440,7 +641,7 @@ def _read_requests(
   """
   histories, targets, users, splits, row_reports = [], [], [], [], []
   for split_index, split in enumerate(schema.SPLITS):
-    name = INTER_FILES[split]
+    name = files.inter(split)
     (user_text, history_text, target_text), rows = _read_table(
       os.path.join(data_dir, name), INTER_COLUMNS, True, on_error
     )
@@ -449,7 +650,7 @@ def _read_requests(
       user >= num_users,
       "user_id",
       "unknown user",
-      lambda i, u=user: f"user {int(u[i])} is not in {USER_INDEX_FILE} (0..{num_users - 1})",
+      lambda i, u=user: f"user {int(u[i])} is not in {files.user_index} (0..{num_users - 1})",
     )
     target = contracts.parse_ids(target_text, "item_id", rows)
     history = contracts.parse_id_lists(history_text, "item_id_list", rows)
@@ -510,24 +711,30 @@ def _train_popularity(histories, target, users, split, num_items: int) -> np.nda
   return popularity
 
 
-def load_amazon_scientific(
+def load_amazon(
   data_dir: str,
+  dataset: str | None = None,
   on_error: contracts.OnError = "raise",
   history_len: int = 50,
-  category_root: str = CATEGORY_ROOT,
+  category_root: str | None = None,
+  query: str = "category",
   query_skip_levels: int = 0,
 ) -> tuple[schema.Catalog, schema.SearchLogs, AmazonInfo]:
-  """Loads Amazon Scientific into the contract tables.
+  """Loads one UniSRec-layout Amazon dataset into the contract tables.
 
   Args:
-    data_dir: folder holding the Scientific.* files.
+    data_dir: folder holding the dataset's files.
+    dataset: the file prefix ('Scientific', 'Office'); None = the only dataset
+      in `data_dir` (`find_dataset`).
     on_error: 'raise' stops at the first bad row; 'skip' drops bad rows and
       counts them in info.skip_report. An item dropped from the catalog (bad
       text) is removed and the remaining ids stay dense (ASIN order of
       item2index kept); requests that mention it are dropped too.
     history_len: width of recent_clicks (newest kept).
-    category_root: phrase every category path starts with.
-    query_skip_levels: leading category levels left out of pseudo-queries.
+    category_root: phrase every category path starts with; None infers it from
+      the texts (`infer_category_root`).
+    query: pseudo-query mode, one of QUERY_MODES.
+    query_skip_levels: leading category levels left out of 'category' queries.
 
   Returns:
     (catalog, logs, info).
@@ -535,17 +742,22 @@ def load_amazon_scientific(
   Raises:
     errors.DataContractError: a row breaks the contract (raise mode), naming
       file, line and field.
+    errors.UserError: no dataset or several in `data_dir` (and none named), no
+      category root found, or an unknown query mode.
     FileNotFoundError: a file is missing.
   """
   contracts.check_on_error(on_error)
   if history_len <= 0:
     raise ValueError(f"argument 'history_len' must be positive, got {history_len}")
+  if query not in QUERY_MODES:
+    raise errors.UserError(f"query mode '{query}': expected one of {QUERY_MODES}")
   start_time = time.perf_counter()
+  files = find_dataset(data_dir, dataset)
   report = contracts.SkipReport(data_dir)
 
-  # Items: dense ids from item2index, text from Scientific.text.
-  asin_to_index, item_lines, has_text, item_text = _read_items(
-    data_dir, on_error, category_root, report
+  # Items: dense ids from item2index, text from <name>.text.
+  asin_to_index, item_lines, has_text, item_text, category_root = _read_items(
+    data_dir, files, on_error, category_root, report
   )
   num_listed = len(asin_to_index)
   index_asin = sorted(asin_to_index, key=asin_to_index.get)
@@ -565,13 +777,13 @@ def load_amazon_scientific(
   nodes = {path[: k + 1] for path in segments.values() for k in range(len(path))}
 
   # Users.
-  user_to_index, _, user_report = _read_index(os.path.join(data_dir, USER_INDEX_FILE), on_error)
+  user_to_index, _, user_report = _read_index(os.path.join(data_dir, files.user_index), on_error)
   report.merge(user_report)
   num_users = len(user_to_index)
 
   # Requests.
   histories, targets, users, splits = _read_requests(
-    data_dir, on_error, num_users, num_listed, new_id, report
+    data_dir, files, on_error, num_users, num_listed, new_id, report
   )
   target = np.concatenate(targets).astype(np.int32)  # [R]
   split = np.concatenate(splits)
@@ -587,8 +799,13 @@ def load_amazon_scientific(
     efficiency_score=popularity.astype(np.float32),
     category_names=np.array([" > ".join(segments[c]) for c in category_names_sorted], dtype=object),
   )
-  path_query = {p: pseudo_query(p, skip_levels=query_skip_levels) for p in set(category_path)}
-  item_query = np.array([path_query[p] for p in category_path], dtype=object)
+  if query == "title":
+    item_query = np.array(
+      [title_query(e.title, p) for e, p in zip(entries, category_path)], dtype=object
+    )
+  else:
+    path_query = {p: pseudo_query(p, skip_levels=query_skip_levels) for p in set(category_path)}
+    item_query = np.array([path_query[p] for p in category_path], dtype=object)
   logs = schema.SearchLogs(
     request_id=np.arange(num_requests, dtype=np.int64),
     user_id=np.concatenate(users).astype(np.int32),
@@ -600,9 +817,11 @@ def load_amazon_scientific(
     purchased=target[:, None].copy(),
     split=split,
   )
-  contracts.validate_catalog(catalog, TEXT_FILE)
-  contracts.validate_logs(logs, num_items, "Scientific.*.inter")
+  contracts.validate_catalog(catalog, files.text)
+  contracts.validate_logs(logs, num_items, files.inter("*"))
   info = AmazonInfo(
+    dataset=files.name,
+    category_root=category_root,
     item_asins=np.array([index_asin[i] for i in kept_items], dtype=object),
     user_keys=np.array(sorted(user_to_index, key=user_to_index.get), dtype=object),
     num_items=num_items,

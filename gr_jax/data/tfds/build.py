@@ -95,12 +95,7 @@ def builder_specs() -> dict[str, BuilderSpec]:
     BuilderSpec(world_tfds.GrJaxWorld),
     BuilderSpec(
       amazon_tfds.AmazonScientific,
-      manual_files=(
-        amazon.TEXT_FILE,
-        amazon.ITEM_INDEX_FILE,
-        amazon.USER_INDEX_FILE,
-        *amazon.INTER_FILES.values(),
-      ),
+      manual_files=amazon.UnisrecFiles(amazon_tfds.AmazonScientific.DATASET).all,
       default_manual_dir=amazon_tfds.default_manual_dir,
       manual_env=amazon_tfds.MANUAL_DIR_ENV,
     ),
