@@ -76,6 +76,11 @@ RANGES = {
   "TrainerConfig.checkpoint_every": POSITIVE,
   "TrainerConfig.eval_every": _at_least(0),
   "TrainerConfig.max_to_keep": POSITIVE,
+  "TrainerConfig.profile_steps": lambda v: (
+    None
+    if v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and 0 <= v[0] < v[1])
+    else "must be (first, stop) with 0 <= first < stop, or None"
+  ),
   "regression_batches.batch_size": POSITIVE,
   "prepare_data.preset": lambda v: None if isinstance(v, str) and v else "must be a preset name",
   "prepare_data.on_error": lambda v: (
