@@ -14,6 +14,7 @@ import re
 import tokenize
 
 import gin
+from absl import logging as absl_logging
 
 from gr_jax import errors, fingerprint, io_utils, validation
 
@@ -33,6 +34,15 @@ def _import_jobs() -> None:
   # Importing registers every configurable a gin file may name.
   from gr_jax import jobs  # noqa: F401
 
+
+# Config dataclasses built from a preset that passes every field: a gin binding of
+# one would be silently overridden, so they are not configurable; the error says what is.
+_SET_ELSEWHERE = {
+  "WorldConfig": "the world is set by prepare_data.preset and prepare_data.overrides, "
+  "e.g. prepare_data.overrides = {'title_noise': 0.5}",
+  "DecoderConfig": "the generator is set by train_sft.model and train_sft.model_overrides, "
+  "e.g. train_sft.model_overrides = {'dtype': 'bfloat16'}",
+}
 
 # Everything gin's parser raises for a malformed file or binding: bad syntax, unbalanced
 # brackets (a tokenizer error), an unknown configurable, parameter or macro, a failed
@@ -132,7 +142,7 @@ def run_job(workdir: str):
   """Runs `run.job`, turning config and data mistakes into errors.UserError."""
   validation.check_combinations()
   try:
-    return run(workdir)
+    result = run(workdir)
   except RuntimeError as e:
     match = re.search(r"Required bindings for `([^`]+)` not provided in config: (\[.*?\])", str(e))
     if match:
@@ -143,6 +153,48 @@ def run_job(workdir: str):
     raise
   except (errors.DataContractError, FileNotFoundError) as e:
     raise errors.UserError(_one_line(e)) from e
+  check_bindings_took_effect()
+  return result
+
+
+def unused_bindings() -> tuple[list[str], list[str]]:
+  """The bindings that had no effect so far: (overridden, never called).
+
+  Overridden: the configurable was called, but every call passed that parameter
+  itself. Never called: no call of the configurable (another job's setting, or a
+  stage reused from an earlier run). Macros and scoped bindings are left out.
+  """
+  operative = {key: set(params) for key, params in gin.config._OPERATIVE_CONFIG.items()}
+  overridden, never_called = [], []
+  for (scope, selector), params in gin.config._CONFIG.items():
+    if scope or selector.endswith("gin.macro"):
+      continue
+    name = selector.rsplit(".", 1)[-1]
+    used = operative.get(("", selector))
+    for param in params:
+      if used is None:
+        never_called.append(f"{name}.{param}")
+      elif param not in used:
+        overridden.append(f"{name}.{param}")
+  return sorted(overridden), sorted(never_called)
+
+
+def check_bindings_took_effect() -> None:
+  """Stops on bindings the job overrode; names those of configurables it never called.
+
+  Raises:
+    errors.GinConfigError: naming the bindings that had no effect.
+  """
+  overridden, never_called = unused_bindings()
+  if never_called:
+    # A warning, not an error: one sizes file serves several jobs (launch/quickstart.sh),
+    # and a stage reused from an earlier run skips its calls.
+    absl_logging.warning("gin settings this job did not use: %s", ", ".join(never_called))
+  if overridden:
+    raise errors.GinConfigError(
+      f"gin binding(s) {', '.join(overridden)} had no effect: the job sets these values "
+      "itself (its parameters say which binding sets them)"
+    )
 
 
 def run_in_process(workdir: str, gin_files, bindings=()):
@@ -167,6 +219,10 @@ def write_operative_config(workdir: str, before_run: bool = False) -> None:
 
 
 def _one_line(e, max_lines: int = 3) -> str:
+  elsewhere = re.search(r"No configurable matching '(\w+)'", str(e))
+  if elsewhere and elsewhere.group(1) in _SET_ELSEWHERE:
+    name = elsewhere.group(1)
+    return f"{name} takes no gin bindings: {_SET_ELSEWHERE[name]}"
   if isinstance(e, tokenize.TokenError) and len(e.args) == 2:
     return f"{e.args[0]} at line {e.args[1][0]}: unbalanced brackets or quotes"
   macro = re.search(r"No bindings specified for '([^'/]+)/gin\.macro'", str(e))

@@ -2,11 +2,14 @@ r"""Entry point for every gr_jax job (t5x style): flags in, gin-configured job o
 
     python -m gr_jax.main --gin_file=gin_configs/runs/example_regression.gin \
         --gin_bindings='TrainerConfig.num_steps = 200' --workdir=/tmp/run
+    python -m gr_jax.main --gin_file=runs/example_regression.gin \
+        --gin.TrainerConfig.num_steps=200 --workdir=/tmp/run   # the same binding
 
 The gin files choose the job (`run.job = @train_example`) and its knobs. This file
 only parses flags and gin and calls the job; the work lives in the library.
 A user mistake (missing file, unknown or malformed binding, missing required
-value, bad data) ends with one line on stderr naming it, and exit status 2.
+value, bad data, a binding the job overrides) ends with one line on stderr naming
+it, and exit status 2.
 """
 
 from __future__ import annotations
@@ -72,10 +75,26 @@ class _QuietLibraries:
     return record.levelno > 20 or "/orbax/" not in record.pathname
 
 
+def rewrite_gin_args(argv: list[str]) -> list[str]:
+  """`--gin.NAME=VALUE` (t5x style) -> `--gin_bindings=NAME = VALUE`, in place.
+
+  VALUE is a gin literal: strings keep their quotes (`--gin.train_sft.model="'tiny'"`).
+  """
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      name, equals, value = arg[len("--gin.") :].partition("=")
+      if not equals or not name:
+        _fail(f"flag {arg}: expected --gin.NAME=VALUE, e.g. --gin.TrainerConfig.num_steps=100")
+      arg = f"--gin_bindings={name} = {value}"
+    out.append(arg)
+  return out
+
+
 def console_main() -> None:
   flags.FLAGS.set_default("logtostderr", True)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  app.run(main, argv=rewrite_gin_args(sys.argv))
 
 
 if __name__ == "__main__":

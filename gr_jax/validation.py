@@ -76,6 +76,11 @@ RANGES = {
   "TrainerConfig.checkpoint_every": POSITIVE,
   "TrainerConfig.eval_every": _at_least(0),
   "TrainerConfig.max_to_keep": POSITIVE,
+  "TrainerConfig.profile_steps": lambda v: (
+    None
+    if v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and 0 <= v[0] < v[1])
+    else "must be (first, stop) with 0 <= first < stop, or None"
+  ),
   "regression_batches.batch_size": POSITIVE,
   "prepare_data.preset": lambda v: None if isinstance(v, str) and v else "must be a preset name",
   "prepare_data.on_error": lambda v: (
@@ -210,6 +215,28 @@ def check_bindings(find=lambda name: None) -> None:
       raise errors.GinConfigError(f"gin binding {selector} = {value!r}: {problem}")
 
 
+# Settings a job replaces with its own (dataclasses.replace, which gin does not see):
+# {job: {binding: what sets it instead}}.
+SET_BY_JOB = {
+  "train_sft": {
+    "TrainerConfig.num_steps": "train_sft.stage_steps",
+    "TrainerConfig.init_checkpoint": "the previous stage (or train_sft.init_from_hf)",
+  },
+  "train_rl": {
+    "TrainerConfig.seed": "train_rl.seed",
+    "TrainerConfig.init_checkpoint": "train_rl.init_stage",
+  },
+}
+
+
+def _job_name() -> str | None:
+  try:
+    job = gin.query_parameter("run.job")
+  except ValueError:
+    return None
+  return getattr(getattr(job, "configurable", None), "name", None)
+
+
 def check_combinations() -> None:
   """Settings that are only wrong together; checked when a job starts (a run file parsed
   alone may leave a value to the command line).
@@ -222,3 +249,8 @@ def check_combinations() -> None:
       "gin binding train_sft.model = 'hf': the model is taken from a checkpoint; bind "
       "train_sft.init_from_hf to a Hugging Face Qwen2 folder"
     )
+  for selector, instead in SET_BY_JOB.get(_job_name(), {}).items():
+    if _bound(selector) is not _MISSING:
+      raise errors.GinConfigError(
+        f"gin binding {selector}: job {_job_name()} sets it from {instead}; bind that instead"
+      )

@@ -31,7 +31,6 @@ TINY = [
   "CODEBOOK_SIZES = (16, 4, 4)",
   "train_tokenizer.name = 'cq_sid'",
   "train_tokenizer.batch_size = 16",
-  "TrainerConfig.num_steps = 6",
   "TrainerConfig.progress_bar = False",
   "TrainerConfig.log_every = 3",
   "make_schedule.warmup_steps = 2",
@@ -77,7 +76,7 @@ def test_amazon_pipeline_end_to_end(tmp_path):
     norms = np.linalg.norm(catalog["features"], axis=1)
   np.testing.assert_allclose(norms, 1.0, atol=1e-4)  # MiniLM rows are unit norm
 
-  diag = _job(work, ["runs/amazon_cq_sid.gin"])
+  diag = _job(work, ["runs/amazon_cq_sid.gin"], ["TrainerConfig.num_steps = 6"])
   assert diag["share_level1_equals_category"] == 1.0
   assert np.load(work / "sid" / "cq_sid" / "item_sid.npy").shape == (NUM_ITEMS, 4)
 

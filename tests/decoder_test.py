@@ -3,10 +3,8 @@
 import dataclasses
 import functools
 import math
-import pathlib
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +15,6 @@ from gr_jax.models import decoder
 from gr_jax.models.token_layout import PAD_ID
 
 VOCAB = 64
-GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin_configs" / "model"
 RULES = [
   ("batch", ("data", "fsdp")),
   ("length", None),
@@ -332,16 +329,6 @@ def test_remat_gives_the_same_gradients():
     grads(dataclasses.replace(config, remat=True)),
     grads(config),
   )
-
-
-@pytest.mark.parametrize("name", sorted(decoder.PRESETS))
-def test_gin_file_equals_preset(name):
-  gin.clear_config()
-  try:
-    gin.parse_config_file(str(GIN_DIR / f"{name}.gin"))
-    assert decoder.DecoderConfig(vocab_size=1000) == decoder.decoder_preset(name, 1000)
-  finally:
-    gin.clear_config()
 
 
 def test_bad_arguments_raise_clear_errors():

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import gin
 import jax
 import numpy as np
 import pytest
@@ -48,6 +49,23 @@ def test_partitioning_rejects_bad_mesh():
     partitioning.mesh_shape(data=3, fsdp=1, model=1)
   with pytest.raises(ValueError, match="at most one axis"):
     partitioning.mesh_shape(data=-1, fsdp=-1, model=1)
+
+
+def test_mesh_from_gin_shape_has_auto_axes_over_every_device():
+  gin.clear_config()
+  gin.parse_config("mesh_shape.fsdp = 2\nmesh_shape.model = 2")
+  try:
+    mesh = partitioning.make_mesh()
+  finally:
+    gin.clear_config()
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "model": 2}
+  assert mesh.axis_names == partitioning.MESH_AXES
+  # Auto axes: shardings follow the logical rules (jax.make_mesh defaults to Explicit).
+  assert set(mesh.axis_types) == {jax.sharding.AxisType.Auto}
+  assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in jax.devices())
+  small = partitioning.make_mesh((2, 1, 1))
+  assert dict(small.shape) == {"data": 2, "fsdp": 1, "model": 1}
+  assert set(small.devices.flat) <= set(jax.devices())
 
 
 def _launch(workdir, *bindings):

@@ -3,14 +3,11 @@
 import dataclasses
 import os
 
-import gin
 import numpy as np
 import pytest
 
 from gr_jax.data import schema
 from gr_jax.data.world import simulator as world_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -212,16 +209,6 @@ def test_catalog_only_world():
   assert world.catalog.num_items == world.config.num_items
   assert world.logs.num_requests == 0
   assert world.logs.recent_clicks.shape == (0, world.config.history_length)
-
-
-@pytest.mark.parametrize("name", world_lib.PRESET_NAMES)
-def test_gin_file_equals_preset(name):
-  gin.clear_config()
-  try:
-    gin.parse_config_file(os.path.join(REPO, "gin_configs", "data", f"world_{name}.gin"))
-    assert world_lib.WorldConfig() == world_lib.world_preset(name)
-  finally:
-    gin.clear_config()
 
 
 def test_bad_config_names_the_field():

@@ -12,6 +12,7 @@ import numpy as np
 
 from gr_jax import io_utils
 from gr_jax.eval import report, stats
+from gr_jax.train import metric_writers
 
 KINDS = (("semantic", "Table 1"), ("personalized", "Table 3"))
 
@@ -261,4 +262,27 @@ def write(out_dir: str, results: dict, values: dict, request_rows) -> str:
       ylabel=label,
       title=f"semantic {label} vs beam size ({results['split']}, 95% CI)",
     )
+  write_summaries(os.path.join(out_dir, "tb"), results)
   return text
+
+
+def write_summaries(logdir: str, results: dict) -> None:
+  """Every scalar of `results` as TensorBoard curves over the beam size (the step axis).
+
+  Tags: `<split>/<tokenizer>/<kind>/<metric>` for the values and
+  `<split>/<tokenizer>_vs_<baseline>/<kind>/<metric>` for the paired relative gains.
+  """
+  split, baseline = results["split"], results["baseline"]
+  writer = metric_writers.MetricWriter(logdir, console=False)
+  for name, entry in results["tokenizers"].items():
+    for kind, curve in entry["stages"].items():
+      for beam, cell in curve.items():
+        scalars = {k: v for k, v in cell.items() if isinstance(v, (int, float))}
+        writer.write_scalars(int(beam), scalars, prefix=f"{split}/{name}/{kind}")
+  for name, kinds in (results.get("comparisons") or {}).items():
+    for kind, curve in kinds.items():
+      for beam, cell in curve.items():
+        scalars = {k: v["value"] for k, v in cell.items() if isinstance(v, dict) and "value" in v}
+        writer.write_scalars(int(beam), scalars, prefix=f"{split}/{name}_vs_{baseline}/{kind}")
+  writer.write_gin_config()
+  writer.close()

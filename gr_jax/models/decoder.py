@@ -27,7 +27,6 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 
@@ -49,12 +48,13 @@ MLP_AXES = ("batch", "length", "mlp")
 VOCAB_AXES = ("batch", "length", "vocab")
 
 
-@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
   """Hyper-parameters of the decoder (hashable: can be a static jit argument).
 
-  Defaults are the `tiny` preset; gin_configs/model/*.gin bind the others.
+  Defaults are the `tiny` preset. Not a gin configurable: jobs build it from a preset
+  name and overrides (train_sft.model, train_sft.model_overrides), which pass the
+  preset's fields explicitly.
 
   Attributes:
     vocab_size: size of the flat token vocabulary (TokenLayout.vocab_size).
@@ -122,7 +122,7 @@ class DecoderConfig:
     return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 
-# Width / depth of each preset; gin_configs/model/<name>.gin binds the same values.
+# Width / depth of each preset (gin_configs/model/<name>.gin picks one for train_sft).
 # tiny: unit tests; small: the quickstart on a 2-core CPU; base: ~100M parameters with a
 # 32k vocabulary (~75M without the embedding); qwen05b: the Qwen2.5-0.5B shape (494,032,768
 # parameters with its 151,936-token vocabulary).

@@ -13,7 +13,7 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "model")
 
@@ -61,17 +61,26 @@ def mesh_shape(data: int = -1, fsdp: int = 1, model: int = 1) -> tuple[int, int,
 
 
 def make_mesh(shape: tuple[int, int, int] | None = None) -> Mesh:
-  """A Mesh with axes ('data', 'fsdp', 'model') (Auto axes).
+  """A Mesh with axes ('data', 'fsdp', 'model') (Auto axes), laid out on the topology.
 
   Without `shape`, the gin-configured `mesh_shape` over all devices; with one, the
   first prod(shape) devices (e.g. (1, 1, 1) for a single-device reference run).
+  `jax.make_mesh` orders the devices so that neighbours on each mesh axis are
+  neighbours on the interconnect (a ring per axis on TPU), where a reshape of
+  `jax.devices()` would follow device ids.
   """
   shape = tuple(shape) if shape is not None else mesh_shape()
   count = int(np.prod(shape))
   if count > jax.device_count():
     raise ValueError(f"mesh shape {shape} needs {count} devices, have {jax.device_count()}")
-  devices = np.asarray(jax.devices()[:count]).reshape(shape)
-  return Mesh(devices, MESH_AXES)
+  # Auto axes: shardings come from the logical rules, as with Mesh(...); make_mesh's
+  # default would be Explicit axes.
+  return jax.make_mesh(
+    shape,
+    MESH_AXES,
+    axis_types=(AxisType.Auto,) * len(MESH_AXES),
+    devices=jax.devices()[:count],
+  )
 
 
 @gin.configurable

@@ -84,9 +84,11 @@ class TrainerConfig:
     async_checkpoint: write checkpoints in the background.
     seed: initialisation and per-step rng seed.
     init_checkpoint: checkpoint directory of another run to start from (decision 2).
-    progress_bar: show a tqdm bar on the console.
+    progress_bar: show a tqdm bar (on process 0, when stderr is a terminal).
     check_finite: stop with an error when the loss (checked at log steps) or the
       params / optimizer state (checked before every save) are NaN/Inf.
+    profile_steps: (first, stop): a jax.profiler trace of steps first .. stop - 1,
+      written under the run's tb/ folder (TensorBoard's Profile tab); None: no trace.
   """
 
   num_steps: int = 1000
@@ -99,6 +101,14 @@ class TrainerConfig:
   init_checkpoint: str | None = None
   progress_bar: bool = True
   check_finite: bool = True
+  profile_steps: tuple[int, ...] | None = None
+
+  def __post_init__(self):
+    steps = self.profile_steps
+    if steps is not None and (len(steps) != 2 or not 0 <= steps[0] < steps[1]):
+      raise ValueError(
+        f"TrainerConfig.profile_steps must be (first, stop) with 0 <= first < stop, got {steps}"
+      )
 
   def settings(self) -> dict:
     """The fields that change a run's result (for the stage record); not logging knobs."""
@@ -392,11 +402,18 @@ class Trainer:
     last_metrics: dict[str, float] = {}
     preempted = False
     progress = _progress_bar(start, cfg.num_steps, cfg.progress_bar)
+    writer.write_gin_config(start)
+    writer.write_hparams(
+      {**metric_writers.gin_hparams(), **{f"TrainerConfig.{k}": v for k, v in vars(cfg).items()}},
+      metrics=("train/loss",),
+    )
+    profiler = _StepProfiler(cfg.profile_steps, os.path.join(self.workdir, "tb"))
     window_start, window_examples, window_steps = time.perf_counter(), 0, 0
     try:
       with sigterm:
         step = start
         while step < cfg.num_steps:
+          profiler.before_step(step)
           host_batch = batch_fn(step)
           device_batch = self.put_batch(host_batch)
           if prepare_batch is not None:
@@ -404,6 +421,7 @@ class Trainer:
               device_batch = prepare_batch(state, device_batch, step)
           state, metrics = self.train_step(state, device_batch, base_rng)
           step += 1
+          profiler.after_step(step, state)
           window_examples += len(next(iter(host_batch.values())))
           window_steps += 1
           if progress is not None:
@@ -442,6 +460,7 @@ class Trainer:
             last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
       self.checkpointer.wait()
     finally:
+      profiler.stop()
       if progress is not None:
         progress.close()
       writer.flush()
@@ -483,8 +502,33 @@ def _host_to_global(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.A
   return jax.make_array_from_single_device_arrays(value.shape, sharding, shards)
 
 
+class _StepProfiler:
+  """A jax.profiler trace of the steps in [first, stop) (none when `steps` is None)."""
+
+  def __init__(self, steps: tuple[int, ...] | None, logdir: str):
+    self._first, self._stop = steps if steps is not None else (-1, -1)
+    self._logdir = logdir
+    self._tracing = False
+
+  def before_step(self, step: int) -> None:
+    if step == self._first:
+      jax.profiler.start_trace(self._logdir)
+      self._tracing = True
+      logging.info("profiling steps %d to %d into %s", self._first, self._stop - 1, self._logdir)
+
+  def after_step(self, step: int, state) -> None:
+    if self._tracing and step == self._stop:
+      jax.block_until_ready(state)  # the trace holds the last step's device work
+      self.stop()
+
+  def stop(self) -> None:
+    if self._tracing:
+      jax.profiler.stop_trace()
+      self._tracing = False
+
+
 def _progress_bar(start: int, total: int, enabled: bool):
-  if not enabled:
+  if not metric_writers.show_progress(enabled):
     return None
   from tqdm import tqdm
 

@@ -31,6 +31,7 @@ import tokenizers
 import tqdm
 
 from gr_jax import io_utils
+from gr_jax.train import metric_writers
 
 # Tensors in the checkpoint that the sentence encoder does not use: a buffer of
 # position ids, and BERT's [CLS] pooler, which mean pooling replaces.
@@ -290,7 +291,7 @@ class TextEncoderConfig:
     matmul_precision: jax matmul precision ('highest', 'high', 'default').
     min_bucket_len: shortest padded length; lengths pad up to powers of two
       from here, capped at max_len.
-    show_progress: draw a tqdm progress bar while encoding.
+    show_progress: draw a tqdm progress bar while encoding (on process 0, on a terminal).
   """
 
   model_dir: str | None = None
@@ -411,7 +412,10 @@ class TextEncoder:
     # Length-sorted batches waste little on padding.
     order = np.argsort(lengths, kind="stable")
     with tqdm.tqdm(
-      total=len(texts), desc="encode texts", unit="text", disable=not show_progress
+      total=len(texts),
+      desc="encode texts",
+      unit="text",
+      disable=not metric_writers.show_progress(show_progress),
     ) as progress:
       for start in range(0, len(texts), batch_size):
         rows = order[start : start + batch_size]
