@@ -204,8 +204,8 @@ def run_in_process(workdir: str, gin_files, bindings=()):
   bindings into each other.
   """
   gin.clear_config()
-  parse(gin_files, bindings)
   try:
+    parse(gin_files, bindings)  # a rejected binding must not leave gin locked either
     return run_job(str(workdir))
   finally:
     gin.clear_config()

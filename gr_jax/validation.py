@@ -100,6 +100,7 @@ RANGES = {
   "train_sft.stages": lambda v: None if isinstance(v, (tuple, list)) and v else "must be non-empty",
   "train_sft.stage_steps": _dict_of(POSITIVE),
   "train_sft.stage_learning_rates": _dict_of(_positive_number),
+  "train_sft.mixture_rates": _dict_of(_positive_number),
   "evaluate.beam_sizes": BEAMS,
   "evaluate.curve_beam_sizes": _ints_at_least(1, allow_empty=True),
   "evaluate.truncation_beam_sizes": _ints_at_least(1, allow_empty=True),

@@ -1,16 +1,51 @@
-"""The seqio feature converter of the SFT tasks (gr_jax/data/seqio_tasks.py).
+"""The seqio data source and feature converter of the SFT tasks (gr_jax/data/seqio_tasks.py).
 
-A module of its own because the class derives from a seqio class: importing it loads
+A module of its own because the classes derive from seqio classes: importing it loads
 seqio and TensorFlow (through gr_jax/tf_guard.py), so only the seqio paths import it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gr_jax import tf_guard
+from gr_jax.data import schema
 from gr_jax.models.token_layout import PAD_ID
 
 tf = tf_guard.tensorflow()
 seqio = tf_guard.seqio()
+
+
+class InMemorySource(seqio.DataSource):
+  """A split's examples built in memory by `dataset_fn(split)`, shuffled whole.
+
+  With `shuffle`, the source applies a full, seeded shuffle that draws a new
+  permutation each epoch (the Task's `repeat` comes after the source), so the Task
+  needs no shuffle buffer of its own and every epoch holds every example once.
+  """
+
+  def __init__(self, dataset_fn: Callable[[str], tf.data.Dataset]):
+    super().__init__(splits=schema.SPLITS, performs_internal_shuffling=True)
+    self._dataset_fn = dataset_fn
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def list_shards(self, split: str) -> list[str]:
+    return [split]
+
+  def get_dataset(
+    self, split="train", shuffle=True, seed=None, shard_info=None, **unused
+  ) -> tf.data.Dataset:
+    del unused  # sequence_length, use_cached, num_epochs: the Task applies them
+    if shard_info and shard_info.num_shards > 1:
+      raise ValueError("InMemorySource does not shard; every process reads the whole split")
+    ds = self._dataset_fn(split)
+    if shuffle:
+      buffer = tf.maximum(ds.cardinality(), 1)  # an empty split still builds
+      ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds
 
 
 class PromptSidFeatureConverter(seqio.FeatureConverter):

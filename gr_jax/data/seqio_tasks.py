@@ -1,4 +1,4 @@
-"""Generator SFT tasks (METHOD.md section 3) as seqio tasks and as plain numpy.
+"""Generator SFT tasks (METHOD.md section 3) as seqio tasks and mixtures, and as numpy arrays.
 
 Four tasks per dataset, each turning a Catalog + SearchLogs pair and the
 stage-A SID table into (prompt, target SID) examples:
@@ -36,10 +36,12 @@ token t is a training target. The trainer predicts token t from tokens[:t], i.e.
 compares logits[:, :-1] with tokens[:, 1:] weighted by loss_weights[:, 1:].
 Since the prompt ends with SEP, the first SID token is predicted from SEP.
 
-`build_examples` (numpy, used by the in-memory pipeline) and the seqio tasks
-(`register_tasks`, `get_task_dataset`) share `task_prompts`, so both give
-identical examples. Only the seqio paths load seqio and TensorFlow (through
-gr_jax/tf_guard.py): evaluation and serving build prompts here without them.
+The seqio tasks (`register_tasks`, mixtures of them by `register_mixture`, read
+through `get_task_dataset`) feed SFT training (data/sft_inputs.py); `build_examples`
+gives a whole split as numpy arrays (the evaluation protocol). Both call
+`task_prompts`, so they give identical examples. Only the seqio paths load seqio and
+TensorFlow (through gr_jax/tf_guard.py): evaluation and serving build prompts here
+without them.
 """
 
 from __future__ import annotations
@@ -380,7 +382,7 @@ def build_examples(
   }
 
 
-# Registered task name -> its TaskConfig (the prompt budget is fixed per task).
+# Registered task or mixture name -> its TaskConfig (the prompt budget is fixed per task).
 _REGISTERED_CONFIGS: dict[str, TaskConfig] = {}
 
 
@@ -412,6 +414,8 @@ def register_tasks(
   Returns:
     The registered task names (an existing task of that name is replaced).
   """
+  from gr_jax.data import seqio_converter  # seqio and TensorFlow, through tf_guard
+
   seqio = tf_guard.seqio()
   tf = tf_guard.tensorflow()
   config = config or TaskConfig()
@@ -432,8 +436,7 @@ def register_tasks(
   registered = []
   for task in task_names:
 
-    def dataset_fn(split, shuffle_files, seed=None, task=task):
-      del shuffle_files, seed  # examples are built in memory; the Task shuffles
+    def dataset_fn(split, task=task):
       catalog, logs, item_sid = sources()
       prompts, targets, _ = task_prompts(
         task, catalog, logs, split, item_sid, text_vocab, layout, config
@@ -452,11 +455,43 @@ def register_tasks(
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
       name,
-      source=seqio.FunctionDataSource(dataset_fn, splits=schema.SPLITS),
+      source=seqio_converter.InMemorySource(dataset_fn),
       output_features=output_features,
+      shuffle_buffer_size=None,  # the source shuffles all of its examples
     )
     registered.append(name)
   return registered
+
+
+def register_mixture(name: str, rates: dict[str, float]) -> str:
+  """Registers a seqio Mixture of tasks registered here, sampled by `rates`.
+
+  Args:
+    name: the mixture's name (an existing mixture of that name is replaced).
+    rates: registered task name -> positive sampling rate (normalised by seqio).
+
+  Returns:
+    `name`.
+
+  Raises:
+    ValueError: an unregistered task, a rate that is not positive, or tasks with
+      different prompt budgets.
+  """
+  seqio = tf_guard.seqio()
+  unknown = sorted(set(rates) - set(_REGISTERED_CONFIGS))
+  if unknown:
+    raise ValueError(f"mixture '{name}': tasks {unknown} were not registered by register_tasks")
+  bad = {task: rate for task, rate in rates.items() if not rate > 0}
+  if bad or not rates:
+    raise ValueError(f"mixture '{name}': rates must be positive and non-empty, got {rates}")
+  budgets = {_REGISTERED_CONFIGS[task].prompt_len for task in rates}
+  if len(budgets) != 1:
+    raise ValueError(f"mixture '{name}': its tasks have different prompt lengths {budgets}")
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, [(task, float(rate)) for task, rate in rates.items()])
+  _REGISTERED_CONFIGS[name] = _REGISTERED_CONFIGS[next(iter(rates))]
+  return name
 
 
 def register_tasks_from_tables(
@@ -508,28 +543,46 @@ def get_task_dataset(
   layout: TokenLayout,
   shuffle: bool = False,
   seed: int | None = None,
+  num_epochs: int | None = 1,
 ) -> tf.data.Dataset:
-  """A task registered here, through seqio_converter.PromptSidFeatureConverter.
+  """A task or mixture registered here, through seqio_converter.PromptSidFeatureConverter.
 
   The prompt length is the one the task was registered with
   (TaskConfig.prompt_len): prompts are budgeted when they are built.
+
+  Args:
+    task_full_name: a name from `register_tasks` or `register_mixture`.
+    split: one of schema.SPLITS.
+    layout: token layout.
+    shuffle: shuffle every epoch (a mixture also samples its tasks at random).
+    seed: seed of the shuffles and of the mixture's sampling; with a seed the
+      order of examples is the same on every call.
+    num_epochs: passes over each task's examples; None repeats without end.
 
   Returns:
     tf.data.Dataset of {tokens [T], loss_weights [T]}, T = prompt_len + L.
 
   Raises:
-    ValueError: the task was not registered by `register_tasks`.
+    ValueError: the name was not registered here.
   """
   if task_full_name not in _REGISTERED_CONFIGS:
-    raise ValueError(f"task '{task_full_name}' was not registered by seqio_tasks.register_tasks")
+    raise ValueError(
+      f"task '{task_full_name}' was not registered by seqio_tasks.register_tasks "
+      "or register_mixture"
+    )
   from gr_jax.data import seqio_converter  # seqio and TensorFlow, through tf_guard
 
-  task = tf_guard.seqio().get_mixture_or_task(task_full_name)
+  provider = tf_guard.seqio().get_mixture_or_task(task_full_name)
   lengths = {
     "inputs": _REGISTERED_CONFIGS[task_full_name].prompt_len,
     "targets": layout.num_sid_levels,
   }
-  ds = task.get_dataset(
-    sequence_length=lengths, split=split, shuffle=shuffle, seed=seed, trim_output_features=False
+  ds = provider.get_dataset(
+    sequence_length=lengths,
+    split=split,
+    shuffle=shuffle,
+    seed=seed,
+    num_epochs=num_epochs,
+    trim_output_features=False,
   )
   return seqio_converter.PromptSidFeatureConverter()(ds, lengths)

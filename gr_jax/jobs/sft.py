@@ -1,5 +1,7 @@
 """Stage B job: progressive SFT of the generator (I2SID -> Q2SID -> UQ2SID, or seqrec).
 
+Examples come from the seqio tasks over WORKDIR/data and the SIDs (gr_jax/data/sft_inputs.py):
+a stage named after a task trains on it, stage `mixture` on a seqio Mixture by `mixture_rates`.
 Each stage trains through the generic sharded trainer in WORKDIR/sft/<tokenizer>/<stage>/
 and starts from the previous stage's last checkpoint (the trainer's decision 2). The
 generator (token layout, model config) is written beside the checkpoints (generator.json)
@@ -17,11 +19,11 @@ from absl import logging
 
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
-from gr_jax.data import seqio_tasks
+from gr_jax.data import sft_inputs
 from gr_jax.models import hf_qwen, sft_task
 from gr_jax.models.generator import Generator
 from gr_jax.models.token_layout import TokenLayout
-from gr_jax.train import batching, optim, partitioning, trainer
+from gr_jax.train import optim, partitioning, trainer
 
 
 @gin.configurable
@@ -29,6 +31,7 @@ def train_sft(
   workdir: str,
   tokenizer: str = gin.REQUIRED,
   stages: tuple[str, ...] = ("i2sid", "q2sid", "uq2sid"),
+  mixture_rates: dict | None = None,
   model: str = "small",
   model_overrides: dict | None = None,
   prompt_len: int = 32,
@@ -43,19 +46,21 @@ def train_sft(
   Args:
     workdir: the run's work directory (reads data/, sid/<tokenizer>/).
     tokenizer: which SID artefacts to learn.
-    stages: task names in training order (seqio_tasks.TASK_NAMES).
+    stages: stages in training order: task names (seqio_tasks.TASK_NAMES) or 'mixture'.
+    mixture_rates: task -> sampling rate of stage 'mixture' ({'i2sid': 1, 'q2sid': 2}).
     model: decoder preset (tiny, small, base, qwen05b), or 'hf' (init_from_hf's shape).
     model_overrides: DecoderConfig fields changed from the preset (hf: OVERRIDABLE_FIELDS).
     prompt_len: tokens before the SID.
     batch_size: global batch of every stage.
     stage_steps: steps per stage (default 1000 each).
     stage_learning_rates: peak learning rate per stage (default 1e-3 each).
-    seed: batch order seed.
+    seed: seed of the example order (shuffles, mixture sampling).
     init_from_hf: a Hugging Face Qwen2 / Qwen2.5 folder: first weights, text vocabulary
       and model shape (gr_jax/models/hf_qwen.py).
 
   Returns {stage: final train metrics}; finished stages with the same stage.json are reused.
   """
+  sft_inputs.check_stages(stages, mixture_rates)
   catalog, logs = workdir_lib.load_data(workdir)
   sid = workdir_lib.load_sid(workdir, tokenizer, catalog.num_items)
   if init_from_hf:
@@ -68,7 +73,8 @@ def train_sft(
     model, layout.vocab_size, dict(model_overrides or {}), init_from_hf
   )
   generator = Generator(layout, model_config, prompt_len)
-  seqio_vocab = vocab.as_seqio_vocabulary()
+  inputs = sft_inputs.SftInputs(f"sft_{tokenizer}", layout, batch_size, seed, mixture_rates)
+  inputs.register((catalog, logs), workdir_lib.sid_dir(workdir, tokenizer), vocab, prompt_len)
   base_config = trainer.TrainerConfig()
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   results, previous = {}, None
@@ -83,7 +89,7 @@ def train_sft(
     previous = os.path.join(stage_dir, "checkpoints")
     steps = int((stage_steps or {}).get(stage, 1000))
     lr = float((stage_learning_rates or {}).get(stage, 1e-3))
-    settings = dict(model=generator.to_json(), hf=init_from_hf, batch=batch_size, lr=lr, seed=seed)
+    settings = dict(model=generator.to_json(), hf=init_from_hf, lr=lr, **inputs.settings(stage))
     settings.update(dataclasses.replace(base_config, num_steps=steps).settings())
     record = workdir_lib.sft_stage(workdir, tokenizer, stage, settings, previous_stage)
     metrics_path = os.path.join(stage_dir, "metrics.json")
@@ -91,13 +97,7 @@ def train_sft(
       logging.info("SFT %s/%s: finished earlier; skipped", tokenizer, stage)
       results[stage] = io_utils.read_json(metrics_path)
       continue
-    examples = seqio_tasks.build_examples(
-      stage, catalog, logs, "train", sid.tables.item_sid, seqio_vocab, layout, prompt_len
-    )
-    num_examples = len(examples["tokens"])
-    logging.info(
-      "SFT %s/%s: %d examples, %d steps, lr %g", tokenizer, stage, num_examples, steps, lr
-    )
+    logging.info("SFT %s/%s: %d steps, lr %g", tokenizer, stage, steps, lr)
     schedule = optim.make_schedule(total_steps=steps, learning_rate=lr)
     runner = trainer.Trainer(
       sft_task.SftTask(model_config, layout.num_sid_levels),
@@ -109,8 +109,8 @@ def train_sft(
       optimizer=optim.make_optimizer(schedule),
     )
     workdir_lib.save_generator(stage_dir, generator)
-    arrays = {k: examples[k] for k in ("tokens", "loss_weights")}
-    result = runner.fit(batching.epoch_batches(arrays, batch_size, seed))
+    with inputs.batches(stage) as batches:
+      result = runner.fit(batches)
     runner.close()
     if result.preempted:
       return {"preempted": True}
