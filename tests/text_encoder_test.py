@@ -1,6 +1,7 @@
 """Tests for the MiniLM-L6 sentence encoder."""
 
 import json
+import sys
 
 import gin
 import jax.numpy as jnp
@@ -127,7 +128,8 @@ def test_bfloat16_compute_stays_close(encoder):
   np.testing.assert_array_less(0.999, np.sum(full * low, axis=1))
 
 
-def test_progress_bar_can_be_shown(encoder, capsys):
+def test_progress_bar_can_be_shown(encoder, capsys, monkeypatch):
+  monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars only on a terminal
   encoder.encode(["red shirt"], show_progress=True)
   assert "encode texts" in capsys.readouterr().err
   encoder.encode(["red shirt"])

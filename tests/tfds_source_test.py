@@ -274,7 +274,6 @@ def test_prepare_data_round_trips_the_builders_rows(shop, tmp_path):
 TINY_PIPELINE = [
   "CODEBOOK_SIZES = (64, 8, 8)",
   "TrainerConfig.progress_bar = False",
-  "TrainerConfig.num_steps = 30",
   "train_tokenizer.name = 'cq_sid'",
   "train_tokenizer.batch_size = 64",
   "train_sft.tokenizer = 'cq_sid'",
@@ -303,7 +302,9 @@ def test_pipeline_runs_from_a_users_builder(shop, tmp_path):
   assert logs.query_features.shape == (NUM_REQUESTS, 384)
   np.testing.assert_allclose(np.linalg.norm(catalog.features, axis=1), 1.0, atol=1e-4)
   run = [*_bindings(shop), *TINY_PIPELINE]
-  diag = gin_utils.run_in_process(tmp_path, ["runs/tokenizer.gin", "sid/cq_sid.gin"], run)
+  diag = gin_utils.run_in_process(
+    tmp_path, ["runs/tokenizer.gin", "sid/cq_sid.gin"], [*run, "TrainerConfig.num_steps = 30"]
+  )
   assert diag["num_items"] == NUM_ITEMS and diag["share_level1_equals_category"] == 1.0
   metrics = gin_utils.run_in_process(tmp_path, ["runs/sft.gin"], run)
   assert set(metrics) == {"i2sid", "q2sid", "uq2sid"}
