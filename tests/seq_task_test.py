@@ -1,6 +1,7 @@
 """Tests of sequence training: the token layout, the loss at every item's SID, causality,
 train-only examples, length-bucketed batches, learning a pattern, the job end to end."""
 
+import dataclasses
 import json
 import os
 
@@ -261,3 +262,14 @@ def test_decode_by_length_matches_full_width_decoding():
   np.testing.assert_array_equal(grouped[0], sids)
   np.testing.assert_allclose(grouped[1], scores, atol=1e-4)
   np.testing.assert_array_equal(grouped[2], valid)
+
+
+def test_dropout_only_with_a_dropout_rng():
+  task, variables = _task()
+  noisy = seq_task.SequenceTask(dataclasses.replace(task.model_config, dropout=0.5))
+  tokens = seq_task.item_tokens(np.array([[4, 8, 12, 1, 5]]), _item_sid(16), LAYOUT)
+  plain, _ = jax.jit(task.token_losses)(variables, tokens)
+  evaluated, _ = jax.jit(noisy.token_losses)(variables, tokens)  # no rng: deterministic
+  trained, _ = jax.jit(noisy.token_losses)(variables, tokens, jax.random.key(1))
+  np.testing.assert_allclose(evaluated, plain, atol=1e-6)
+  assert not np.allclose(trained, plain, atol=1e-3)

@@ -113,16 +113,19 @@ class SequenceTask:
   def init(self, rng, batch):
     return self.model.init(rng, jnp.asarray(batch["tokens"][:1, :-1]))
 
-  def token_losses(self, variables, tokens):
-    """[B, T] tokens -> ([B, T-1] cross-entropy of token t+1, [B, T-1] its argmax hit)."""
-    logits = self.model.apply(variables, tokens[:, :-1])  # [B, T-1, V]
+  def token_losses(self, variables, tokens, dropout_rng=None):
+    """[B, T] tokens -> ([B, T-1] cross-entropy of token t+1, [B, T-1] its argmax hit).
+
+    With `dropout_rng` the decoder's dropout (DecoderConfig.dropout) is on.
+    """
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+    logits = self.model.apply(variables, tokens[:, :-1], rngs=rngs)  # [B, T-1, V]
     targets = tokens[:, 1:]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return losses, (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
 
   def loss(self, variables, batch, rng):
-    del rng
-    losses, correct = self.token_losses(variables, batch["tokens"])  # [B, T-1] each
+    losses, correct = self.token_losses(variables, batch["tokens"], rng)  # [B, T-1] each
     weights = batch["loss_weights"][:, 1:].astype(jnp.float32)  # [B, T-1]
     count = jnp.maximum(jnp.sum(weights), 1.0)
     metrics = {"token_accuracy": jnp.sum(correct * weights) / count, "sid_tokens": count}
