@@ -27,8 +27,9 @@ from absl import logging
 
 from gr_jax import io_utils
 from gr_jax.data import schema, seqio_tasks
-from gr_jax.eval import metrics, report
+from gr_jax.eval import metrics, report, stats
 from gr_jax.models.generator import Generator
+from gr_jax.models.token_layout import PAD_ID
 from gr_jax.serving.retriever import Retriever
 
 WITHIN_CLUSTER_RULES = ("efficiency", "item_id")
@@ -81,6 +82,31 @@ def seqrec_prompts(catalog, logs, split: str, item_sid, vocab, generator: Genera
   return examples["tokens"][:, : generator.prompt_len], examples["target_item"]
 
 
+def decode_by_length(retriever: Retriever, prompts: np.ndarray, beam_size: int, min_width=16):
+  """`retriever.decode` over groups of prompts of similar length, each cut to its width.
+
+  Prompts are left-padded and padding changes no score, so a prompt cut to its real
+  tokens decodes the same; uncut, every short history would pay the prefill of the
+  longest. Group widths are powers of two (one compiled program each), capped at the
+  prompts' width.
+
+  Returns:
+    (sids [R, K, L], scores [R, K], valid [R, K]) in prompt order.
+  """
+  full = prompts.shape[1]
+  lengths = np.maximum((prompts != PAD_ID).sum(-1), 1)  # [R]
+  widths = np.minimum(full, np.maximum(min_width, 2 ** np.ceil(np.log2(lengths)))).astype(int)
+  outputs = None
+  for width in np.unique(widths):
+    rows = np.flatnonzero(widths == width)
+    parts = retriever.decode(prompts[rows, full - width :], beam_size)
+    if outputs is None:
+      outputs = [np.empty((len(prompts), *p.shape[1:]), p.dtype) for p in parts]
+    for out, part in zip(outputs, parts):
+      out[rows] = part
+  return tuple(outputs)
+
+
 def rank_and_score(sids, valid, sid_tables, efficiency_score, targets, rule, ks, chunk=512):
   """Beams -> full rankings (module docstring) -> metrics.
 
@@ -95,7 +121,8 @@ def rank_and_score(sids, valid, sid_tables, efficiency_score, targets, rule, ks,
     chunk: requests ranked at once (bounds the [chunk, N] buffers).
 
   Returns:
-    {recall@K, ndcg@K, reached_items (mean items the beams reached), mean_rank}.
+    {recall@K, ndcg@K, reached_items (mean items the beams reached), mean_rank,
+     ci: {metric: {value, low, high}} (95% bootstrap over requests)}.
   """
   fill_order = popularity_order(efficiency_score)
   num_items = len(fill_order)
@@ -114,7 +141,9 @@ def rank_and_score(sids, valid, sid_tables, efficiency_score, targets, rule, ks,
     full = complete_ranking(ranked, fill_order)  # [r, N]
     tops.append(full[:, : max(ks)])
     ranks.append(np.argmax(full == targets[part, None], axis=-1))
-  scores = metrics.recall_ndcg(np.concatenate(tops), targets, ks)
+  per_request = metrics.recall_ndcg(np.concatenate(tops), targets, ks, per_request=True)
+  scores = {name: float(values.mean()) for name, values in per_request.items()}
+  scores["ci"] = {name: stats.bootstrap_mean(v).to_json() for name, v in per_request.items()}
   scores["reached_items"] = float(np.mean(np.concatenate(reached)))
   scores["mean_rank"] = float(np.mean(np.concatenate(ranks)) + 1)
   return scores
@@ -145,17 +174,31 @@ def most_popular(catalog: schema.Catalog, logs: schema.SearchLogs, ks) -> tuple[
 
 
 def evaluate_seqrec_generator(
-  retriever: Retriever, generator: Generator, catalog, logs, vocab, beam_sizes, rules, ks
+  retriever: Retriever,
+  generator: Generator,
+  catalog,
+  logs,
+  vocab,
+  beam_sizes,
+  rules,
+  ks,
+  *,
+  splits=("valid", "test"),
+  prompts_fn=seqrec_prompts,
 ) -> dict:
-  """{'<rule>/beam<K>': {split: scores}} of one generator over every (rule, beam size)."""
+  """{'<rule>/beam<K>': {split: scores}} of one generator over every (rule, beam size).
+
+  `prompts_fn` has `seqrec_prompts`' signature: the prompt format the generator was
+  trained on (`models.seq_task.sequence_prompts` for sequence-trained generators).
+  """
   runs: dict = {}
-  for split in ("valid", "test"):
-    prompts, targets = seqrec_prompts(
+  for split in splits:
+    prompts, targets = prompts_fn(
       catalog, logs, split, retriever.sid_tables.item_sid, vocab, generator
     )
     for beam in sorted(set(beam_sizes)):
       start = time.perf_counter()
-      sids, _, valid = retriever.decode(prompts, beam)  # [R, K, L], [R, K]
+      sids, _, valid = decode_by_length(retriever, prompts, beam)  # [R, K, L], [R, K]
       decode_seconds = time.perf_counter() - start
       for rule in rules:
         scores = rank_and_score(

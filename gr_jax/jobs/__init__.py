@@ -9,6 +9,7 @@ from gr_jax.jobs import (  # noqa: F401
   rl,
   rl_report,
   sasrec,
+  seq_sft,
   seqrec_eval,
   sft,
   tokenizer,

@@ -72,6 +72,9 @@ class DecoderConfig:
     norm_eps: RMSNorm epsilon.
     init_std: standard deviation of the normal initialiser of every matrix.
     remat: rematerialise each block in the backward pass (saves activation memory).
+    dropout: rate on the embeddings and on each attention / MLP output before its
+      residual add; active only in an `apply` given a 'dropout' rng (training), never in
+      decoding.
     vocab_multiple: round the embedding / output rows up to a multiple of this, so
       that the vocab axis divides the mesh axis it is sharded over (jit rejects
       uneven shardings). Logits then have padded_vocab_size columns; the padding
@@ -94,6 +97,7 @@ class DecoderConfig:
   init_std: float = 0.02
   remat: bool = False
   vocab_multiple: int = 1
+  dropout: float = 0.0
 
   def __post_init__(self):
     positive = ("vocab_size", "num_layers", "embed_dim", "num_heads", "num_kv_heads")
@@ -111,6 +115,8 @@ class DecoderConfig:
       raise ValueError(f"DecoderConfig.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
     if self.rope_theta <= 0:
       raise ValueError(f"DecoderConfig.rope_theta must be > 0, got {self.rope_theta}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"DecoderConfig.dropout must be in [0, 1), got {self.dropout}")
 
   @property
   def compute_dtype(self) -> jnp.dtype:
@@ -365,6 +371,15 @@ class SwiGLU(nn.Module):
     return hidden @ w_down
 
 
+def _dropout(module: nn.Module, x: Array) -> Array:
+  """Dropout at config.dropout when the apply has a 'dropout' rng (training), else x."""
+  rate = module.config.dropout
+  if rate == 0.0 or not module.has_rng("dropout"):
+    return x
+  keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 class DecoderBlock(nn.Module):
   """Pre-norm block: x + attention(norm(x)), then + mlp(norm(x))."""
 
@@ -375,9 +390,9 @@ class DecoderBlock(nn.Module):
     """x [B, T, Dh] and Attention.__call__'s other inputs -> (x [B, T, Dh], keys/values)."""
     normed = RMSNorm(self.config, name="attention_norm")(x)
     attended, key_values = Attention(self.config, name="attention")(normed, *attention_inputs)
-    x = nn.with_logical_constraint(x + attended, EMBED_AXES)
+    x = nn.with_logical_constraint(x + _dropout(self, attended), EMBED_AXES)
     mlp_out = SwiGLU(self.config, name="mlp")(RMSNorm(self.config, name="mlp_norm")(x))
-    return nn.with_logical_constraint(x + mlp_out, EMBED_AXES), key_values
+    return nn.with_logical_constraint(x + _dropout(self, mlp_out), EMBED_AXES), key_values
 
 
 class Decoder(nn.Module):
@@ -437,7 +452,7 @@ class Decoder(nn.Module):
     self._check_length(tokens.shape[1], "sequence")
     positions = token_positions(tokens)
     mask = causal_padding_mask(tokens)
-    x = self._embed(tokens)
+    x = _dropout(self, self._embed(tokens))
     key_values = []
     for block in self.blocks:
       x, layer_kv = block(x, positions, mask)

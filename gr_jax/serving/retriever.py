@@ -113,6 +113,11 @@ class Retriever:
         trie = trie_lib.build_trie_index(sid_tables.sids, layout.sid_level_sizes)
       self.trie = jax.device_put(trie, partitioning.replicated(self.mesh))
 
+  def set_params(self, params) -> None:
+    """Decodes with other weights of the same model from now on (no recompilation)."""
+    shardings = decoder.param_shardings(self.model_config, self.mesh, self.rules)
+    self.params = jax.device_put(params, shardings)
+
   @functools.partial(jax.jit, static_argnames=("self", "beam_size"))
   def _decode(self, params, trie, prompts, allowed_first, *, beam_size: int):
     return decode_prompts(
