@@ -7,7 +7,9 @@ of the online A/B test (gr_jax/eval/online.py, `OnlineWorld.serve`), and the rew
 is the expected clicks plus `purchases` x the expected purchases. The logged-feedback
 reward (gr_jax/rl/rewards.py) knows only the few items the logged system showed;
 this one grades every valid SID by how much the request's user would engage with
-its items: a denser signal. A SID with no item (invalid) earns 0.
+its items: a denser signal. A SID holding several items is served as all of them,
+as retrieval expands it (so it can earn more than one expected click); a SID with
+no item (invalid) earns 0.
 
 `train_rl.reward` picks one of REWARDS. The world is numpy; its reward enters the
 jitted rollout through `jax.pure_callback`.
