@@ -143,7 +143,7 @@ def test_shipped_sweep_trials_parse_as_gin():
   assert parsed["cq_sid_wo_qi"] == "train_tokenizer"
   assert parsed["grpo_k0_seed0"] == "train_rl"
   assert parsed["group16"] == "train_rl"
-  assert len(parsed) == 4 + 9 + 10
+  assert len(parsed) == 4 + 9 + 12
 
 
 def test_aggregate_reads_done_trials_only(tmp_path):

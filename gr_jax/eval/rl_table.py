@@ -21,7 +21,7 @@ POLICY_VALUES = "per_request_test.npz"
 SFT_VALUES = "per_request_sft.npz"
 VALID_POLICY_VALUES = "per_request_valid.npz"
 VALID_SFT_VALUES = "per_request_valid_sft.npz"
-COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10), ("onclk", 10))
+COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10), ("onclk", 1), ("onclk", 10))
 GRPO = "grpo_k0"
 
 
@@ -46,7 +46,7 @@ def load_runs(run_dirs: list[str]) -> tuple[dict[str, list[dict]], dict | None]:
 
 
 def _stack(runs: list[dict], key: str) -> np.ndarray | None:
-  if any(key not in run for run in runs):
+  if not runs or any(key not in run for run in runs):
     return None
   return np.stack([run[key] for run in runs])  # [seeds, B]
 
