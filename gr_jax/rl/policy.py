@@ -209,7 +209,7 @@ class PolicyEvaluation:
         "exp@10": summary[10]["exp"],
       }
       if "onclk" in summary[10]:
-        point["onclk@10"] = summary[10]["onclk"]
+        point["onclk@1"], point["onclk@10"] = summary[1]["onclk"], summary[10]["onclk"]
       return point
 
     return evaluate
