@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gr_jax.jobs import rl as rl_job  # noqa: F401  (registers train_rl for the rl/*.gin files)
-from gr_jax.rl import eg_grpo, rewards, simulated_reward
+from gr_jax.rl import eg_grpo, rewards, simulated_reward, updates
 
 LEVELS, VOCAB = 2, 6
 GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "gin_configs", "rl")
@@ -231,11 +231,15 @@ def test_gin_configs_parse(path):
     config = eg_grpo.EgGrpoConfig()
     weights = simulated_reward.SimulatedRewardWeights()
     bound = gin.get_bindings("train_rl")  # {name: value} of the bound parameters
+    schedule = updates.UpdateSchedule()
   finally:
     gin.clear_config()
   name = os.path.basename(path)
   expected_experts = {"grpo_k0.gin": 0, "eg_grpo_k4.gin": 4}.get(name, 2)
-  assert config.num_experts == expected_experts and config.group_size == 8
+  operating_point = name == "operating_point.gin"
+  assert config.num_experts == expected_experts
+  assert config.group_size == (16 if operating_point else 8)
+  assert schedule.updates_per_rollout == (4 if operating_point else 1)
   assert config.reward_values == rewards.RewardValues()
   assert config.luffy_shaping == (name == "eg_grpo_luffy.gin")
   assert config.advantage_estimator == ("dr_grpo" if name == "eg_grpo_dr.gin" else "grpo")

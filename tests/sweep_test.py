@@ -101,9 +101,9 @@ def test_shipped_sweeps_load():
   ]
   assert "train_tokenizer.name = 'rqvae'" in tokenizers.trials[1].gin_bindings
   grpo = names["eg_grpo_k.toml"]
-  assert len(grpo.trials) == 9
+  assert len(grpo.trials) == 12
   k4 = [t for t in grpo.trials if t.name == "eg_grpo_k4_seed2"][0]
-  assert k4.gin_files == ("runs/eg_grpo.gin", "rl/eg_grpo_k4.gin")
+  assert k4.gin_files == ("runs/eg_grpo.gin", "rl/operating_point.gin", "rl/eg_grpo_k4.gin")
   assert "train_rl.name = 'eg_grpo_k4'" in k4.gin_bindings
   assert "train_rl.seed = 2" in k4.gin_bindings
   operating_point = names["rl_operating_point.toml"]
@@ -143,7 +143,7 @@ def test_shipped_sweep_trials_parse_as_gin():
   assert parsed["cq_sid_wo_qi"] == "train_tokenizer"
   assert parsed["grpo_k0_seed0"] == "train_rl"
   assert parsed["group16"] == "train_rl"
-  assert len(parsed) == 4 + 9 + 12
+  assert len(parsed) == 4 + 12 + 13
 
 
 def test_aggregate_reads_done_trials_only(tmp_path):
