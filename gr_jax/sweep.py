@@ -10,6 +10,8 @@ gin files and gin bindings, applied after the sweep's shared base:
     metrics = "sid/*/diagnostics.json"         # glob in the trial workdir, one match
     columns = ["recon_mse", "retrieval_top10"] # results table columns (flattened keys)
     plot = "retrieval_top10"                   # metric of the PNG bar chart
+    select = "retrieval_top10"                 # optional: the trial with the highest
+                                               # (seed-mean) value is named the selected one
     seeds = [0, 1, 2]                          # optional: each trial once per seed,
     seed_bindings = ["train_rl.seed = {seed}"] # with these bindings appended
 
@@ -68,6 +70,7 @@ _SWEEP_KEYS = {
   "plot",
   "seeds",
   "seed_bindings",
+  "select",
 }
 _TRIAL_KEYS = {"name", "gin_files", "gin_bindings"}
 
@@ -108,6 +111,8 @@ class SweepSpec:
     columns: flattened metric keys of the results table (empty: every numeric key
       shared by the done trials).
     plot: flattened metric key of the bar chart (empty: the first column).
+    select: flattened metric key whose highest seed-mean names the selected trial
+      (empty: no selection).
   """
 
   path: str
@@ -117,6 +122,7 @@ class SweepSpec:
   metrics: str
   columns: tuple[str, ...]
   plot: str
+  select: str = ""
 
 
 @dataclasses.dataclass
@@ -203,8 +209,11 @@ def load_spec(path: str) -> SweepSpec:
   plot = base.get("plot", columns[0] if columns else "")
   if not isinstance(plot, str):
     raise SweepError(f"{where}: 'plot' must be a metric name, got {plot!r}")
+  select = base.get("select", "")
+  if not isinstance(select, str):
+    raise SweepError(f"{where}: 'select' must be a metric name, got {select!r}")
   description = base.get("description", "")
-  return SweepSpec(path, str(description), tuple(trials), inputs, metrics, columns, plot)
+  return SweepSpec(path, str(description), tuple(trials), inputs, metrics, columns, plot, select)
 
 
 def trial_command(trial: Trial, workdir: str, python: str = sys.executable) -> list[str]:
@@ -522,14 +531,26 @@ def aggregate(spec: SweepSpec, sweep_dir: str) -> dict:
       }
     )
   columns = list(spec.columns) or _shared_numeric_keys(rows)
-  summary = _summarise(rows, columns)
+  summary = _summarise(rows, [*columns, spec.select] if spec.select else columns)
   payload = {"sweep": spec.path, "columns": columns, "trials": rows, "summary": summary}
+  payload["selected"] = _selected(summary, spec.select)
   io_utils.write_json(os.path.join(sweep_dir, RESULTS_JSON), payload)
-  io_utils.write_text(os.path.join(sweep_dir, RESULTS_MD), _markdown(spec, rows, summary, columns))
+  markdown = _markdown(spec, rows, summary, columns)
+  if payload["selected"]:
+    markdown += f"\nSelected on {spec.select} (highest): {payload['selected']}\n"
+  io_utils.write_text(os.path.join(sweep_dir, RESULTS_MD), markdown)
   plot_metric = spec.plot or (columns[0] if columns else "")
   if plot_metric and summary:
     _plot(os.path.join(sweep_dir, RESULTS_PNG), rows, summary, plot_metric, spec.path)
   return payload
+
+
+def _selected(summary: list[dict], metric: str) -> str | None:
+  """The base trial with the highest seed-mean of `metric` (None: no metric or no value)."""
+  entries = [entry for entry in summary if metric and metric in entry["mean"]]
+  if not entries:
+    return None
+  return max(entries, key=lambda entry: entry["mean"][metric])["base"]
 
 
 def _shared_numeric_keys(rows: list[dict]) -> list[str]:

@@ -9,7 +9,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gr_jax.rl import eg_grpo, rewards
+from gr_jax.jobs import rl as rl_job  # noqa: F401  (registers train_rl for the rl/*.gin files)
+from gr_jax.rl import eg_grpo, rewards, simulated_reward, updates
 
 LEVELS, VOCAB = 2, 6
 GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "gin_configs", "rl")
@@ -228,11 +229,19 @@ def test_gin_configs_parse(path):
   try:
     gin.parse_config_files_and_bindings([os.path.join(GIN_DIR, "eg_grpo.gin"), path], [])
     config = eg_grpo.EgGrpoConfig()
+    weights = simulated_reward.SimulatedRewardWeights()
+    bound = gin.get_bindings("train_rl")  # {name: value} of the bound parameters
+    schedule = updates.UpdateSchedule()
   finally:
     gin.clear_config()
   name = os.path.basename(path)
   expected_experts = {"grpo_k0.gin": 0, "eg_grpo_k4.gin": 4}.get(name, 2)
-  assert config.num_experts == expected_experts and config.group_size == 8
+  operating_point = name == "operating_point.gin"
+  assert config.num_experts == expected_experts
+  assert config.group_size == (16 if operating_point else 8)
+  assert schedule.updates_per_rollout == (4 if operating_point else 1)
   assert config.reward_values == rewards.RewardValues()
   assert config.luffy_shaping == (name == "eg_grpo_luffy.gin")
   assert config.advantage_estimator == ("dr_grpo" if name == "eg_grpo_dr.gin" else "grpo")
+  simulated = name == "eg_grpo_simulated.gin"
+  assert (bound.get("reward", "logged") == "simulated") == simulated and weights.clicks == 1.0

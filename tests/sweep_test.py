@@ -77,6 +77,7 @@ def test_spec_expands_seeds_and_substitutes(tmp_path):
     ('[sweep]\nseeds = [1]\n[[trial]]\nname = "a"\n', "'seeds' needs 'seed_bindings'"),
     ('[[trial]]\nname = "a/b"\n', r"trial #1: 'name' must be"),
     ('[[trial]]\nname = "a"\ngin_bindings = "x = 1"\n', "'gin_bindings' must be a list"),
+    ('[sweep]\nselect = 1\n[[trial]]\nname = "a"\n', "'select' must be a metric name"),
     ("[sweep]\n", r"no \[\[trial\]\] entries"),
     ("[[trial]\n", "not valid TOML"),
   ],
@@ -100,11 +101,17 @@ def test_shipped_sweeps_load():
   ]
   assert "train_tokenizer.name = 'rqvae'" in tokenizers.trials[1].gin_bindings
   grpo = names["eg_grpo_k.toml"]
-  assert len(grpo.trials) == 9
+  assert len(grpo.trials) == 12
   k4 = [t for t in grpo.trials if t.name == "eg_grpo_k4_seed2"][0]
-  assert k4.gin_files == ("runs/eg_grpo.gin", "rl/eg_grpo_k4.gin")
+  assert k4.gin_files == ("runs/eg_grpo.gin", "rl/operating_point.gin", "rl/eg_grpo_k4.gin")
   assert "train_rl.name = 'eg_grpo_k4'" in k4.gin_bindings
   assert "train_rl.seed = 2" in k4.gin_bindings
+  operating_point = names["rl_operating_point.toml"]
+  # Selection reads the valid split only (test is measured, never selected on).
+  assert operating_point.select.startswith("valid_vs_sft.")
+  assert all(c.startswith(("valid", "train.")) for c in operating_point.columns)
+  lr = [t for t in operating_point.trials if t.name == "lr1e-3"][0]
+  assert lr.gin_bindings[-1] == "train_rl.learning_rate = 1e-3"
 
 
 _PARSE_TRIALS = """
@@ -135,7 +142,8 @@ def test_shipped_sweep_trials_parse_as_gin():
   parsed = dict(line.split() for line in result.stdout.splitlines())
   assert parsed["cq_sid_wo_qi"] == "train_tokenizer"
   assert parsed["grpo_k0_seed0"] == "train_rl"
-  assert len(parsed) == 4 + 9
+  assert parsed["group16"] == "train_rl"
+  assert len(parsed) == 4 + 12 + 13
 
 
 def test_aggregate_reads_done_trials_only(tmp_path):
@@ -184,6 +192,39 @@ def test_aggregate_reads_done_trials_only(tmp_path):
   assert "| a_seed1 | done | 0.7500 | 3.0000 |" in markdown
   assert "| a | 2 | 0.5000 ± 0.3536 | 2.0000 ± 1.4142 |" in markdown
   assert (sweep_dir / sweep.RESULTS_PNG).stat().st_size > 1000
+
+
+def test_aggregate_names_the_trial_selected_on_a_metric(tmp_path):
+  path = _write(
+    tmp_path / "s.toml",
+    f"""
+    [sweep]
+    gin_files = ["{EXAMPLE_GIN}"]
+    columns = ["loss"]
+    select = "valid.gain"
+    seeds = [0, 1]
+    seed_bindings = ["TrainerConfig.seed = {{seed}}"]
+
+    [[trial]]
+    name = "a"
+
+    [[trial]]
+    name = "b"
+    """,
+  )
+  sweep_dir = tmp_path / "sweep"
+  # a: gains 0.1, 0.3 (mean 0.2); b: 0.5, -0.2 (mean 0.15, the best single run).
+  values = {"a_seed0": 0.1, "a_seed1": 0.3, "b_seed0": 0.5, "b_seed1": -0.2}
+  for name, gain in values.items():
+    (sweep_dir / name).mkdir(parents=True)
+    (sweep_dir / name / "metrics.json").write_text(json.dumps({"valid": {"gain": gain}}))
+    (sweep_dir / name / sweep.DONE_FILE).write_text(json.dumps({"metrics": "metrics.json"}))
+  payload = sweep.aggregate(sweep.load_spec(path), str(sweep_dir))
+  assert payload["selected"] == "a"
+  assert "Selected on valid.gain (highest): a" in (sweep_dir / sweep.RESULTS_MD).read_text()
+  (sweep_dir / "a_seed0" / sweep.DONE_FILE).unlink()
+  (sweep_dir / "a_seed1" / sweep.DONE_FILE).unlink()
+  assert sweep.aggregate(sweep.load_spec(path), str(sweep_dir))["selected"] == "b"
 
 
 def test_inputs_are_linked_and_required(tmp_path):

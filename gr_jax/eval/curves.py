@@ -16,6 +16,8 @@ PANELS = (
   ("eval", "clk@1", "valid clk@1"),
   ("eval", "clk@10", "valid clk@10"),
   ("eval", "exp@10", "valid exp@10"),
+  ("eval", "onclk@1", "valid online clicks@1 (simulated users)"),
+  ("eval", "onclk@10", "valid online clicks@10 (simulated users)"),
 )
 
 
@@ -34,15 +36,21 @@ def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  figure, axes = plt.subplots(3, 3, figsize=(13, 10), dpi=100)
+  # One colour per run in every panel, also where a run lacks a metric.
+  colors = {name: f"C{i % 10}" for i, name in enumerate(sorted(histories))}
+  rows = -(-len(PANELS) // 3)
+  figure, axes = plt.subplots(rows, 3, figsize=(13, 3.3 * rows), dpi=100)
   for axis, (prefix, metric, title) in zip(axes.flat, PANELS):
     for name, history in sorted(histories.items()):
       points = history.get(prefix, {}).get(metric)
       if points:
-        axis.plot([s for s, _ in points], [v for _, v in points], label=name, linewidth=1)
+        xs, ys = [s for s, _ in points], [v for _, v in points]
+        axis.plot(xs, ys, label=name, linewidth=1, color=colors[name])
     axis.set_title(title, fontsize=10)
     axis.set_xlabel("step", fontsize=8)
     axis.grid(True, alpha=0.3)
+  for axis in axes.flat[len(PANELS) :]:
+    axis.set_visible(False)
   axes.flat[0].legend(fontsize=7)
   report.save_figure(figure, path)
   return True

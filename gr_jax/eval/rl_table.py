@@ -19,7 +19,9 @@ from gr_jax.eval import report, seeds, stats
 
 POLICY_VALUES = "per_request_test.npz"
 SFT_VALUES = "per_request_sft.npz"
-COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10), ("onclk", 10))
+VALID_POLICY_VALUES = "per_request_valid.npz"
+VALID_SFT_VALUES = "per_request_valid_sft.npz"
+COLUMNS = (("clk", 1), ("clk", 10), ("exp", 1), ("exp", 10), ("onclk", 1), ("onclk", 10))
 GRPO = "grpo_k0"
 
 
@@ -44,7 +46,7 @@ def load_runs(run_dirs: list[str]) -> tuple[dict[str, list[dict]], dict | None]:
 
 
 def _stack(runs: list[dict], key: str) -> np.ndarray | None:
-  if any(key not in run for run in runs):
+  if not runs or any(key not in run for run in runs):
     return None
   return np.stack([run[key] for run in runs])  # [seeds, B]
 
@@ -59,6 +61,25 @@ def _gain(comparison: dict | None) -> str:
     return "n/a"
   interval = stats.Interval(comparison["value"], comparison["low"], comparison["high"])
   return f"{stats.format_relative(interval)} {comparison['verdict']}"
+
+
+def paired_gains(policy: dict[str, np.ndarray], sft: dict[str, np.ndarray]) -> dict:
+  """{'<metric>@<beam>': {value, low, high, verdict}}: the policy minus its SFT start, paired
+  over the same requests (absolute difference of the means), for every Table 4 column."""
+  gains = {}
+  for metric, beam in COLUMNS:
+    column = f"{metric}@{beam}"
+    if column not in policy or column not in sft:
+      continue
+    kept = np.isfinite(policy[column]) & np.isfinite(sft[column])
+    interval = stats.paired_difference(policy[column][kept], sft[column][kept])
+    gains[column] = {
+      "value": interval.value,
+      "low": interval.low,
+      "high": interval.high,
+      "verdict": stats.verdict(interval),
+    }
+  return gains
 
 
 def table4(variants: dict[str, list[dict]], sft: dict | None, title: str) -> str:

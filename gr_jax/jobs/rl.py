@@ -1,20 +1,18 @@
 """Stage C job: EG-GRPO (or vanilla GRPO with K = 0) on top of the UQ2SID generator.
 
 Each step samples G SIDs per request from the current policy, adds K expert SIDs
-from the request's logged clicks / exposures, rewards the group from the logged
-feedback, and takes clipped-ratio updates with a k3 KL to the frozen SFT model
-(gr_jax/rl): `UpdateSchedule.epochs` x `UpdateSchedule.minibatches` updates per
-rollout batch (one by default, gr_jax/rl/updates.py). It runs through the generic
-trainer: sharded, checkpointed and resumable; the rollout is the trainer's
-`prepare_batch` hook, keyed by the step, so a resumed run repeats the
-uninterrupted run's rollouts. At the end it writes
-clk@k / exp@k of the policy on the evaluation sample to metrics.json.
+from the request's logged clicks / exposures, rewards the group (`reward`: 'logged'
+feedback, or 'simulated': the world's expected clicks, gr_jax/rl/simulated_reward.py)
+and takes clipped-ratio updates with a k3 KL to the frozen SFT model (gr_jax/rl),
+`UpdateSchedule.epochs` x `UpdateSchedule.minibatches` per rollout batch. It runs
+through the generic trainer (sharded, checkpointed, resumable; the rollout is the
+`prepare_batch` hook, keyed by the step). At the end it writes clk@k / exp@k of the
+policy and of its SFT start on valid and test to metrics.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import gin
@@ -25,9 +23,8 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.decoding import trie as trie_lib
-from gr_jax.eval import rl_table
 from gr_jax.models import decoder
-from gr_jax.rl import eg_grpo, policy, updates
+from gr_jax.rl import eg_grpo, policy, simulated_reward, updates
 from gr_jax.train import batching, optim, partitioning, trainer
 
 
@@ -43,6 +40,7 @@ def train_rl(
   eval_requests: int = 1000,
   eval_beam_sizes: tuple[int, ...] = (1, 10),
   valid_requests: int = 500,
+  reward: str = "logged",
 ):
   """Runs EG-GRPO from the SFT generator; writes WORKDIR/rl/<tokenizer>/<name>/metrics.json."""
   catalog, logs = workdir_lib.load_data(workdir)
@@ -50,8 +48,11 @@ def train_rl(
   init_dir = workdir_lib.sft_dir(workdir, tokenizer, init_stage)
   workdir_lib.require_generator(workdir, tokenizer, init_stage)
   config, update_schedule = eg_grpo.EgGrpoConfig(), updates.UpdateSchedule()
+  world = workdir_lib.load_world(workdir)
+  reward_fn = simulated_reward.make_reward_fn(reward, world, sid.tables, catalog.num_items)
   out_dir = workdir_lib.rl_dir(workdir, tokenizer, name)
   settings = dict(batch=batch_size, lr=learning_rate, seed=seed, eval=eval_requests)
+  settings.update(valid=valid_requests, reward=simulated_reward.setting(reward))
   settings.update(beams=eval_beam_sizes, grpo=str(config), updates=str(update_schedule))
   settings.update(trainer.TrainerConfig().settings())
   record = workdir_lib.rl_stage(workdir, tokenizer, name, init_stage, settings)
@@ -95,12 +96,11 @@ def train_rl(
   )
   update_schedule.check_batch(batch_size, mesh.shape["data"] * mesh.shape["fsdp"])
   prepare = policy.make_prepare_batch(
-    config, policy_fns, reference, mesh, rules, seed, update_schedule
+    config, policy_fns, reference, mesh, rules, seed, update_schedule, reward_fn
   )
   evaluation = policy.PolicyEvaluation(
-    generator, sid.tables, catalog, logs, vocab, mesh=mesh, rules=rules,
-    world=workdir_lib.load_world(workdir),
-  )  # fmt: skip
+    generator, sid.tables, catalog, logs, vocab, mesh=mesh, rules=rules, world=world
+  )
   result = runner.fit(
     updates.cycle_batches(batching.epoch_batches(arrays, batch_size, seed), update_schedule),
     prepare_batch=prepare,
@@ -111,9 +111,10 @@ def train_rl(
     return {"preempted": True}
   metrics = {"train": result.last_metrics, "num_experts": config.num_experts, "seed": seed}
   params = jax.device_get(result.state.params)
-  test = functools.partial(evaluation, split="test", requests=eval_requests, beams=eval_beam_sizes)
-  metrics["eval"] = test(params, keep=os.path.join(out_dir, rl_table.POLICY_VALUES))
-  metrics["eval_sft"] = test(reference_params, keep=os.path.join(out_dir, rl_table.SFT_VALUES))
+  metrics |= evaluation.final(
+    params, reference_params, out_dir,
+    valid_requests=valid_requests, test_requests=eval_requests, beams=eval_beam_sizes,
+  )  # fmt: skip
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   record.finish()
   return metrics

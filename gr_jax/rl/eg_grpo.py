@@ -13,7 +13,8 @@ A step is two phases:
   1. `make_rollout(config, sample_fn, logprob_fn)` gives a pure (jit-able)
      function `rollout(old_params, ref_params, batch, rng) -> batch'` that
      samples G SIDs, adds E experts from the logged clicks / exposures, scores
-     the enlarged group with the logged-feedback reward, computes group
+     the enlarged group with the logged-feedback reward (or a given reward function,
+     e.g. gr_jax/rl/simulated_reward.py), computes group
      advantages and the old-policy and reference log-probs of every member
      (experts by teacher forcing), and returns the input batch plus those
      fields (ROLLOUT_KEYS).
@@ -45,6 +46,7 @@ Batch = dict[str, Any]
 SampleFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, jax.Array]]
 LogprobFn = Callable[[Any, Batch, jax.Array], jax.Array]
 InitFn = Callable[[jax.Array, Batch], dict]
+RewardFn = Callable[[Batch, Any], jax.Array]
 
 FEEDBACK_KEYS = (
   "purchased",
@@ -131,7 +133,10 @@ def _check_feedback(batch: Batch) -> None:
 
 
 def make_rollout(
-  config: EgGrpoConfig, sample_fn: SampleFn, logprob_fn: LogprobFn
+  config: EgGrpoConfig,
+  sample_fn: SampleFn,
+  logprob_fn: LogprobFn,
+  reward_fn: RewardFn | None = None,
 ) -> Callable[[Any, Any, Batch, jax.Array], Batch]:
   """Builds the rollout phase of an EG-GRPO step.
 
@@ -139,6 +144,8 @@ def make_rollout(
     config: the EG-GRPO knobs.
     sample_fn: `(params, batch, rng) -> (sampled [B, G, L], valid [B, G])`.
     logprob_fn: `(params, batch, sids [B, G+E, L]) -> [B, G+E, L]` token log-probs.
+    reward_fn: `(batch, group) -> [B, G+E]` rewards of the enlarged group; None for
+      the logged-feedback reward (`config.reward_values`).
 
   Returns:
     A pure function `rollout(old_params, ref_params, batch, rng)` returning the
@@ -147,6 +154,19 @@ def make_rollout(
     does not have G = config.group_size SIDs per request.
   """
   estimator = advantages_lib.get_advantage_estimator(config.advantage_estimator)
+
+  def logged_reward(batch: Batch, group: experts_lib.Group) -> jax.Array:
+    return rewards_lib.logged_feedback_rewards(
+      group.sids,
+      group.sid_valid,
+      batch["purchased"],
+      batch["purchased_mask"],
+      batch["clicked"],
+      batch["clicked_mask"],
+      batch["exposed"],
+      batch["exposed_mask"],
+      config.reward_values,
+    )
 
   def rollout(old_params: Any, ref_params: Any, batch: Batch, rng: jax.Array) -> Batch:
     _check_feedback(batch)
@@ -171,17 +191,7 @@ def make_rollout(
     group = experts_lib.build_group(
       sampled, sample_valid, experts, expert_mask, dedup_sampled=config.dedup_sampled
     )
-    rewards = rewards_lib.logged_feedback_rewards(
-      group.sids,
-      group.sid_valid,
-      batch["purchased"],
-      batch["purchased_mask"],
-      batch["clicked"],
-      batch["clicked_mask"],
-      batch["exposed"],
-      batch["exposed_mask"],
-      config.reward_values,
-    )  # [B, G+E]
+    rewards = (reward_fn or logged_reward)(batch, group)  # [B, G+E]
     advantages = estimator(rewards, group.member_mask, config.advantage_eps)
     logp_old = logprob_fn(old_params, batch, group.sids)  # [B, G+E, L]
     logp_ref = logprob_fn(ref_params, batch, group.sids)  # [B, G+E, L]

@@ -5,6 +5,7 @@ teacher-forced log-probs, and the trainer hook that rolls out one group per requ
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from gr_jax.data import schema
 from gr_jax.decoding import sampling
 from gr_jax.eval import online as online_lib
-from gr_jax.eval import protocol
+from gr_jax.eval import protocol, rl_table
 from gr_jax.models import decoder
 from gr_jax.models import generator as generator_lib
 from gr_jax.rl import eg_grpo, updates
@@ -29,11 +30,12 @@ def feedback_sids(items: np.ndarray, item_sid: np.ndarray) -> tuple[np.ndarray, 
 def rl_examples(
   catalog, logs, item_sid, vocab, generator: generator_lib.Generator, split: str = "train"
 ):
-  """Prompts and logged feedback of every `split` request with at least one click."""
+  """Prompts, logged feedback and log rows ('request_row') of every `split` request with
+  at least one click."""
   rows = np.flatnonzero((logs.split == schema.SPLITS.index(split)) & (logs.clicked >= 0).any(-1))
   selected = logs.select(rows)
   prompts = protocol.request_prompts("uq2sid", catalog, selected, split, item_sid, vocab, generator)
-  arrays = {"prompt": prompts}
+  arrays = {"prompt": prompts, "request_row": rows.astype(np.int32)}
   for name in ("purchased", "clicked", "exposed"):
     arrays[name], arrays[f"{name}_mask"] = feedback_sids(getattr(selected, name), item_sid)
   return arrays
@@ -80,16 +82,18 @@ def make_prepare_batch(
   rules,
   seed: int,
   schedule: updates.UpdateSchedule | None = None,
+  reward_fn: eg_grpo.RewardFn | None = None,
 ):
   """The trainer's `prepare_batch` hook: one jitted rollout per cycle, one minibatch per step.
 
   A cycle is `schedule.updates_per_rollout` steps (gr_jax/rl/updates.py); with the
   default schedule every step is a cycle, so the old policy is the current one.
   Rollouts are keyed by the cycle and minibatch permutations by (cycle, epoch), so
-  a resumed run draws the same samples as the uninterrupted one.
+  a resumed run draws the same samples as the uninterrupted one. `reward_fn`: the
+  rollout's reward (None: the logged-feedback one).
   """
   schedule = schedule or updates.UpdateSchedule()
-  rollout_fn = eg_grpo.make_rollout(config, policy.sample, policy.logprob)
+  rollout_fn = eg_grpo.make_rollout(config, policy.sample, policy.logprob, reward_fn)
   replicated = partitioning.replicated(mesh)
   # Every rollout field is batch-major: keep them on the trainer's batch sharding.
   batch_sharding = partitioning.batch_sharding(mesh, rules)
@@ -169,6 +173,30 @@ class PolicyEvaluation:
       keep=keep,
     )
 
+  def final(self, params, sft_params, out_dir: str, *, valid_requests, test_requests, beams):
+    """The end of a run: the policy and its SFT start on valid and test, paired on valid.
+
+    Returns {'valid', 'valid_sft', 'eval', 'eval_sft'} (summaries; 'eval' is test) and
+    'valid_vs_sft': the paired differences policy - SFT on valid, the split a sweep
+    selects on. The per-request values of all four are kept in `out_dir`.
+    """
+    runs = (
+      ("valid", "valid", valid_requests, params, rl_table.VALID_POLICY_VALUES),
+      ("valid_sft", "valid", valid_requests, sft_params, rl_table.VALID_SFT_VALUES),
+      ("eval", "test", test_requests, params, rl_table.POLICY_VALUES),
+      ("eval_sft", "test", test_requests, sft_params, rl_table.SFT_VALUES),
+    )
+    out = {}
+    for key, split, requests, values, file in runs:
+      keep = os.path.join(out_dir, file)
+      out[key] = self(values, split=split, requests=requests, beams=beams, keep=keep)
+    with (
+      np.load(os.path.join(out_dir, rl_table.VALID_POLICY_VALUES)) as policy,
+      np.load(os.path.join(out_dir, rl_table.VALID_SFT_VALUES)) as sft,
+    ):
+      out["valid_vs_sft"] = rl_table.paired_gains(dict(policy), dict(sft))
+    return out
+
   def curve_point(self, requests: int):
     """The trainer's eval hook: (state, step) -> valid clk@1 / clk@10 / exp@10 (+ online)."""
 
@@ -181,7 +209,7 @@ class PolicyEvaluation:
         "exp@10": summary[10]["exp"],
       }
       if "onclk" in summary[10]:
-        point["onclk@10"] = summary[10]["onclk"]
+        point["onclk@1"], point["onclk@10"] = summary[1]["onclk"], summary[10]["onclk"]
       return point
 
     return evaluate
