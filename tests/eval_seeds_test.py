@@ -54,6 +54,12 @@ def test_a_win_needs_the_interval_and_every_seed(tmp_path):
   assert combined["rows"]["rqvae"]["semantic"]["clk@10"]["vs_baseline"] is None
   text = seeds.render(combined)
   assert "3 seeds" in text and "+15.0%" in text and "win" in text
+  # Against another method: the full method's gains over its ablation.
+  against_good = seeds.combine(workdirs, baseline="good", resamples=200)
+  assert against_good["rows"]["rqvae"]["semantic"]["clk@10"]["vs_baseline"]["verdict"] == "loss"
+  assert against_good["rows"]["good"]["semantic"]["clk@10"]["vs_baseline"] is None
+  with pytest.raises(seeds.SeedsError, match="baseline 'nope'"):
+    seeds.combine(workdirs, baseline="nope")
 
 
 def test_seeds_on_other_requests_or_missing_runs_are_named(tmp_path):

@@ -98,8 +98,13 @@ def compare_seeds(
   return {**relative.to_json(), "per_seed": seed_diffs, "verdict": _verdict(relative, seed_diffs)}
 
 
-def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) -> dict:
+def combine(
+  workdirs, split: str = "test", *, baseline: str | None = None, resamples: int = stats.RESAMPLES
+) -> dict:
   """Seed statistics of every (method, kind, metric@beam) the seeds share.
+
+  Gains are paired against `baseline` (default: the evaluations' own baseline; e.g.
+  'cq_sid' reads the ablations against the full method).
 
   Returns:
     {'split', 'seeds', 'requests', 'baseline', 'beam_sizes', 'rows': {method:
@@ -112,7 +117,9 @@ def combine(workdirs, split: str = "test", *, resamples: int = stats.RESAMPLES) 
   loaded = [load_seed(w, split) for w in workdirs]
   _check_same_requests(workdirs, loaded)
   first = loaded[0][0]
-  baseline = first["baseline"]
+  baseline = baseline or first["baseline"]
+  if not any(key.startswith(f"{baseline}/") for key in loaded[0][1]):
+    raise SeedsError(f"baseline '{baseline}' is not among the evaluated methods")
   shared = set.intersection(*(set(v) - {"request_rows"} for _, v in loaded))
   rows: dict = {}
   for key in sorted(shared):

@@ -18,11 +18,21 @@ from gr_jax.eval import seeds
 
 
 @gin.configurable
-def report_seeds(workdir: str, seed_workdirs: tuple[str, ...] = gin.REQUIRED, split: str = "test"):
-  """Combines the seeds' evaluations; returns the combined results dict."""
-  combined = seeds.combine(seed_workdirs, split)
+def report_seeds(
+  workdir: str,
+  seed_workdirs: tuple[str, ...] = gin.REQUIRED,
+  split: str = "test",
+  baseline: str | None = None,
+):
+  """Combines the seeds' evaluations; returns the combined results dict.
+
+  `baseline`: the method gains are paired against (default: the evaluations' own); any
+  other writes to eval_seeds/<split>_vs_<baseline>/.
+  """
+  combined = seeds.combine(seed_workdirs, split, baseline=baseline)
   text = seeds.render(combined)
-  out_dir = os.path.join(workdir, "eval_seeds", split)
+  folder = split if baseline is None else f"{split}_vs_{baseline}"
+  out_dir = os.path.join(workdir, "eval_seeds", folder)
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), combined)
   io_utils.write_text(os.path.join(out_dir, "results.md"), text)
   print(text)
