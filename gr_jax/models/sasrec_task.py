@@ -28,14 +28,13 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from gr_jax.data import schema
 from gr_jax.eval import metrics, stats
 from gr_jax.models import sasrec
-from gr_jax.train import batching, optim, trainer
+from gr_jax.train import batching, early_stopping, optim, trainer
 
 METRIC_NAMES = ("recall", "ndcg")
 
@@ -198,41 +197,32 @@ def fit_and_evaluate(
   task = sasrec.SasrecTask(config, fit.loss, max_positions)
   runner = trainer.Trainer(task, workdir, config=train_config, optimizer=optimizer)
   ranker = Ranker(task, runner, min(max(fit.ks), config.num_items))
-  curve: list[dict] = []
-  best: dict = {"value": -1.0, "params": None, "evals_since": 0}
+  selection = early_stopping.ValidSelection(
+    fit.select_metric, fit.patience, fit.time_budget_s, steps_per_epoch, start_time
+  )
 
   def eval_fn(state, step):
-    if curve and curve[-1]["step"] == step:  # the final call repeats the last evaluation
-      return {k: v for k, v in curve[-1].items() if "@" in k}
+    last = selection.last_at(step)
+    if last is not None:  # the final call repeats the last evaluation
+      return {k: v for k, v in last.items() if "@" in k}
     valid = score(ranker(state.params, valid_histories), valid_targets, fit.ks, intervals=False)
-    seconds = time.perf_counter() - start_time
-    curve.append({"epoch": step / steps_per_epoch, "step": step, "seconds": seconds, **valid})
-    if valid[fit.select_metric] > best["value"]:
-      best.update(value=valid[fit.select_metric], step=step, evals_since=0)
-      best["params"] = jax.tree.map(jnp.copy, state.params)
-    else:
-      best["evals_since"] += 1
-    logging.info("sasrec step %d (%.1f s): valid %s", step, seconds, valid)
+    selection.record(step, state.params, valid)
+    logging.info("sasrec step %d (%.1f s): valid %s", step, selection.curve[-1]["seconds"], valid)
     return valid
 
-  def should_stop(step):
-    del step
-    spent = time.perf_counter() - start_time
-    return best["evals_since"] >= fit.patience or spent >= fit.time_budget_s
-
   batch_fn = batching.epoch_batches(arrays, fit.batch_size, seed=fit.seed)
-  result = runner.fit(batch_fn, eval_fn=eval_fn, should_stop=should_stop)
+  result = runner.fit(batch_fn, eval_fn=eval_fn, should_stop=selection.should_stop)
   train_seconds = time.perf_counter() - start_time
   if result.preempted:  # checkpoint saved; a rerun resumes, and selects and reports
     runner.close()
-    return {"preempted": True, "curve": curve, "train_seconds": train_seconds}
-  selected = next(point for point in curve if point["step"] == best["step"])
-  test = score(ranker(best["params"], test_histories), test_targets, fit.ks, intervals=True)
-  valid = score(ranker(best["params"], valid_histories), valid_targets, fit.ks, intervals=True)
+    return {"preempted": True, "curve": selection.curve, "train_seconds": train_seconds}
+  selected = selection.selected_point()
+  test = score(ranker(selection.params, test_histories), test_targets, fit.ks, intervals=True)
+  valid = score(ranker(selection.params, valid_histories), valid_targets, fit.ks, intervals=True)
   runner.close()
   return {
     "preempted": False,
-    "curve": curve,
+    "curve": selection.curve,
     "selected": {"epoch": selected["epoch"], "step": selected["step"], "valid": valid},
     "test": test,
     "epochs_run": int(jax.device_get(result.state.step)) / steps_per_epoch,

@@ -25,7 +25,6 @@ import time
 
 import gin
 import jax
-import jax.numpy as jnp
 from absl import logging
 
 from gr_jax import workdir as workdir_lib
@@ -34,7 +33,7 @@ from gr_jax.eval import seqrec, stats
 from gr_jax.models import seq_task
 from gr_jax.models.generator import Generator
 from gr_jax.serving import retriever as retriever_lib
-from gr_jax.train import bucket_batching, checkpoints, optim, trainer
+from gr_jax.train import bucket_batching, checkpoints, early_stopping, optim, trainer
 
 
 @gin.configurable
@@ -143,43 +142,34 @@ def fit_and_evaluate(
       splits=splits, prompts_fn=seq_task.sequence_prompts,
     )  # fmt: skip
 
-  curve: list[dict] = []
-  best: dict = {"value": -1.0, "params": None, "evals_since": 0}
+  selection = early_stopping.ValidSelection(
+    fit.select_metric, fit.patience, fit.time_budget_s, steps_per_epoch, start_time
+  )
 
   def eval_fn(state, step):
-    if curve and curve[-1]["step"] == step:  # the final call repeats the last evaluation
-      return {k: v for k, v in curve[-1].items() if k not in ("epoch", "step", "seconds")}
+    last = selection.last_at(step)
+    if last is not None:  # the final call repeats the last evaluation
+      return {k: v for k, v in last.items() if k not in ("epoch", "step", "seconds")}
     beam, rule = (fit.select_beam,), (fit.select_rule,)
     runs = decode_runs(state.params, select_logs, beam, rule, ("valid",))
     valid = _means(runs[select_key]["valid"])
-    seconds = time.perf_counter() - start_time
-    curve.append({"epoch": step / steps_per_epoch, "step": step, "seconds": seconds, **valid})
-    if valid[fit.select_metric] > best["value"]:
-      best.update(value=valid[fit.select_metric], step=step, evals_since=0)
-      best["params"] = jax.tree.map(jnp.copy, state.params)
-    else:
-      best["evals_since"] += 1
-    logging.info("seq SFT step %d (%.0f s): valid %s", step, seconds, valid)
+    selection.record(step, state.params, valid)
+    logging.info("seq SFT step %d (%.0f s): valid %s", step, selection.curve[-1]["seconds"], valid)
     return valid
 
-  def should_stop(step):
-    del step
-    spent = time.perf_counter() - start_time
-    return best["evals_since"] >= fit.patience or spent >= fit.time_budget_s
-
-  result = runner.fit(batch_fn, eval_fn=eval_fn, should_stop=should_stop)
+  result = runner.fit(batch_fn, eval_fn=eval_fn, should_stop=selection.should_stop)
   train_seconds = time.perf_counter() - start_time
   runner.close()
   if result.preempted:  # checkpoint saved; a rerun resumes, selects and reports
-    return {"preempted": True, "curve": curve, "train_seconds": train_seconds}
-  save_selected(stage_dir, generator, best["params"], best["step"])
-  runs = decode_runs(best["params"], logs, fit.beam_sizes, fit.rules, ("valid", "test"))
+    return {"preempted": True, "curve": selection.curve, "train_seconds": train_seconds}
+  save_selected(stage_dir, generator, selection.params, selection.step)
+  runs = decode_runs(selection.params, logs, fit.beam_sizes, fit.rules, ("valid", "test"))
   selected_run = max(runs, key=lambda key: runs[key]["valid"][fit.select_metric])
-  selected = next(point for point in curve if point["step"] == best["step"])
+  selected = selection.selected_point()
   return {
     "preempted": False,
-    "curve": curve,
-    "selected": {"epoch": selected["epoch"], "step": best["step"], "value": best["value"]},
+    "curve": selection.curve,
+    "selected": {"epoch": selected["epoch"], "step": selection.step, "value": selection.value},
     "runs": runs,
     "selected_run": selected_run,
     "test": runs[selected_run]["test"],
