@@ -2,7 +2,8 @@
 
 Every RL run keeps the per-request values of its final policy and of its SFT start
 on the same test requests (POLICY_VALUES, SFT_VALUES in the run directory). Runs
-named `<variant>_s<seed>` pool into one row per variant: mean ± std over seeds,
+named `<variant>_s<seed>` pool into one row per variant (the seeds may come from one
+work directory, varying only the RL seed, or from one directory per pipeline seed): mean ± std over seeds,
 the request interval of the seed-averaged values, and paired relative differences
 against SFT and against GRPO (K=0) with each seed's own difference (a win needs the
 interval above 0 and every seed to agree; gr_jax/eval/seeds.py).
@@ -15,6 +16,7 @@ import re
 
 import numpy as np
 
+from gr_jax import errors
 from gr_jax.eval import report, seeds, stats
 
 POLICY_VALUES = "per_request_test.npz"
@@ -30,19 +32,46 @@ def _load(path: str) -> dict[str, np.ndarray]:
     return {key: values[key] for key in values.files}
 
 
-def load_runs(run_dirs: list[str]) -> tuple[dict[str, list[dict]], dict | None]:
-  """({variant: [per-request values of each seed]}, the SFT start's values) of RL runs."""
-  variants: dict[str, list[dict]] = {}
-  sft = None
+def _run_name(run_dir: str) -> tuple[str, int]:
+  """('<variant>', seed) of a run directory named `<variant>_s<seed>` (seed 0 without it)."""
+  name = os.path.basename(run_dir.rstrip("/"))
+  match = re.fullmatch(r"(.*)_s(\d+)", name)
+  return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
+def load_runs(run_dirs: list[str]) -> tuple[dict[str, dict[int, dict]], dict[int, dict]]:
+  """({variant: {seed: per-request values}}, {seed: values of that seed's SFT start}).
+
+  Runs of one seed share an SFT start: one work directory's generator, or the generator
+  of that seed of the whole pipeline when the runs come from several seed directories.
+  """
+  variants: dict[str, dict[int, dict]] = {}
+  sft: dict[int, dict] = {}
   for run_dir in sorted(run_dirs):
     path = os.path.join(run_dir, POLICY_VALUES)
     if not os.path.exists(path):
       continue
-    variant = re.sub(r"_s\d+$", "", os.path.basename(run_dir.rstrip("/")))
-    variants.setdefault(variant, []).append(_load(path))
-    if sft is None and os.path.exists(os.path.join(run_dir, SFT_VALUES)):
-      sft = _load(os.path.join(run_dir, SFT_VALUES))
+    variant, seed = _run_name(run_dir)
+    if seed in variants.get(variant, {}):
+      raise errors.ArtefactError(
+        f"{run_dir}: a second run of {variant!r} with seed {seed}; name runs <variant>_s<seed>"
+      )
+    variants.setdefault(variant, {})[seed] = _load(path)
+    if seed not in sft and os.path.exists(os.path.join(run_dir, SFT_VALUES)):
+      sft[seed] = _load(os.path.join(run_dir, SFT_VALUES))
   return variants, sft
+
+
+def _distinct_starts(sft: dict[int, dict]) -> list[dict]:
+  """The SFT starts of the seeds, once each: one row when every seed began from the same."""
+  starts = [sft[seed] for seed in sorted(sft)]
+  first = starts[0]
+  same = all(
+    start.keys() == first.keys()
+    and all(np.array_equal(start[k], first[k], equal_nan=True) for k in first)
+    for start in starts[1:]
+  )
+  return [first] if same else starts
 
 
 def _stack(runs: list[dict], key: str) -> np.ndarray | None:
@@ -82,10 +111,27 @@ def paired_gains(policy: dict[str, np.ndarray], sft: dict[str, np.ndarray]) -> d
   return gains
 
 
-def table4(variants: dict[str, list[dict]], sft: dict | None, title: str) -> str:
-  """Markdown: values per variant, then paired gains against SFT and against GRPO (K=0)."""
+def _paired(runs: dict[int, dict], baseline: dict[int, dict], column: str) -> dict | None:
+  """Gain of `runs` over `baseline`, seed by seed (None unless the baseline has every seed)."""
+  if not runs or not set(runs) <= set(baseline):
+    return None
+  order = sorted(runs)
+  system = _stack([runs[seed] for seed in order], column)
+  base = _stack([baseline[seed] for seed in order], column)
+  if system is None or base is None:
+    return None
+  return seeds.compare_seeds(system, base)
+
+
+def table4(variants: dict[str, dict[int, dict]], sft: dict[int, dict], title: str) -> str:
+  """Markdown: values per variant, then paired gains against SFT and against GRPO (K=0).
+
+  Each seed's policy is paired with its own SFT start and its own GRPO run on the same
+  requests; the SFT row lists each distinct start once.
+  """
   columns = [f"{metric}@{beam}" for metric, beam in COLUMNS]
-  systems = ({"SFT": [sft]} if sft is not None else {}) | variants
+  systems = {"SFT": _distinct_starts(sft)} if sft else {}
+  systems |= {name: [runs[seed] for seed in sorted(runs)] for name, runs in variants.items()}
   rows, against_sft, against_grpo = [], [], []
   for name, runs in systems.items():
     row, sft_row, grpo_row = {"method": name}, {"method": name}, {"method": name}
@@ -95,11 +141,10 @@ def table4(variants: dict[str, list[dict]], sft: dict | None, title: str) -> str
         row[column] = sft_row[column] = grpo_row[column] = "n/a"
         continue
       row[column] = _cell(seeds.seed_entry(values))
-      if name != "SFT" and sft is not None and column in sft:
-        sft_row[column] = _gain(seeds.compare_seeds(values, sft[column][None]))
-      grpo = _stack(variants.get(GRPO, []), column) if name not in ("SFT", GRPO) else None
-      if grpo is not None and len(grpo) == len(values):
-        grpo_row[column] = _gain(seeds.compare_seeds(values, grpo))
+      if name != "SFT":
+        sft_row[column] = _gain(_paired(variants[name], sft, column))
+      if name not in ("SFT", GRPO):
+        grpo_row[column] = _gain(_paired(variants[name], variants.get(GRPO, {}), column))
     row["seeds"] = len(runs)
     rows.append(row)
     if name != "SFT":

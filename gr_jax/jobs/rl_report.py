@@ -2,7 +2,8 @@
 
 Reads the runs WORKDIR/rl/<tokenizer>/<variant>_s<seed>/ (written by train_rl: the
 per-request values of the final policy and of its SFT start on the same test
-requests) and writes eval/table4.md (gr_jax/eval/rl_table.py: intervals, paired
+requests), or those of every `seed_workdirs` directory when the seeds are seeds of the
+whole pipeline (each run paired with its own directory's SFT generator), and writes eval/table4.md (gr_jax/eval/rl_table.py: intervals, paired
 differences against SFT and GRPO) and the runs' learning curves, eval/rl_curves.png.
 """
 
@@ -19,11 +20,12 @@ from gr_jax.eval import curves, rl_table
 
 
 @gin.configurable
-def report_rl(workdir: str, tokenizer: str = "cq_sid"):
+def report_rl(workdir: str, tokenizer: str = "cq_sid", seed_workdirs: tuple[str, ...] = ()):
   """Table 4 over the RL runs of `tokenizer` (returns the markdown)."""
   run_dirs = sorted(
     os.path.dirname(path)
-    for path in glob.glob(os.path.join(workdir_lib.rl_dir(workdir, tokenizer, "*"), "metrics.json"))
+    for source in seed_workdirs or (workdir,)
+    for path in glob.glob(os.path.join(workdir_lib.rl_dir(source, tokenizer, "*"), "metrics.json"))
   )
   variants, sft = rl_table.load_runs(run_dirs)
   text = rl_table.table4(variants, sft, title=f"Table 4 analogue ({tokenizer})")
