@@ -44,6 +44,35 @@ def test_sharded_training_matches_single_device(tmp_path):
   assert sharded.last_metrics["loss"] < 1.0
 
 
+def test_eval_hook_runs_once_per_evaluated_step_including_the_last(tmp_path):
+  """eval_every dividing num_steps: the last step's periodic evaluation is the final one."""
+  calls = []
+
+  def eval_fn(state, step):
+    calls.append(step)
+    return {"step_seen": float(step)}
+
+  config = trainer.TrainerConfig(
+    num_steps=20, log_every=10, progress_bar=False, checkpoint_every=1000, eval_every=10
+  )
+  mesh = partitioning.make_mesh((1, 1, 1))
+  runner = trainer.Trainer(example_task.RegressionTask(), str(tmp_path), config=config, mesh=mesh)
+  result = runner.fit(example_task.regression_batches(batch_size=32), eval_fn=eval_fn)
+  runner.close()
+  assert calls == [10, 20]
+  assert result.last_metrics["eval/step_seen"] == 20.0
+  config = trainer.TrainerConfig(
+    num_steps=25, log_every=10, progress_bar=False, checkpoint_every=1000, eval_every=10
+  )
+  calls.clear()
+  runner = trainer.Trainer(
+    example_task.RegressionTask(), str(tmp_path / "other"), config=config, mesh=mesh
+  )
+  runner.fit(example_task.regression_batches(batch_size=32), eval_fn=eval_fn)
+  runner.close()
+  assert calls == [10, 20, 25]
+
+
 def test_partitioning_rejects_bad_mesh():
   with pytest.raises(ValueError, match="does not divide"):
     partitioning.mesh_shape(data=3, fsdp=1, model=1)

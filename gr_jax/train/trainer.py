@@ -401,6 +401,7 @@ class Trainer:
     start = int(jax.device_get(state.step))
     last_metrics: dict[str, float] = {}
     preempted = False
+    last_eval: tuple[int, dict[str, float]] | None = None  # (step, metrics) of the latest eval
     progress = _progress_bar(start, cfg.num_steps, cfg.progress_bar)
     writer.write_gin_config(start)
     writer.write_hparams(
@@ -440,7 +441,8 @@ class Trainer:
           if step % cfg.checkpoint_every == 0 and step < cfg.num_steps:
             self._save(step, state)
           if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
-            writer.write_scalars(step, eval_fn(state, step), prefix="eval")
+            last_eval = (step, eval_fn(state, step))
+            writer.write_scalars(step, last_eval[1], prefix="eval")
             if should_stop is not None and should_stop(step):
               logging.info("stopping early at step %d", step)
               break
@@ -455,8 +457,11 @@ class Trainer:
           if self.checkpointer.latest_step() != step:  # a resumed, finished run has it
             self._save(step, state, force=True)
           if eval_fn is not None:
-            eval_metrics = eval_fn(state, step)
-            writer.write_scalars(step, eval_metrics, prefix="eval")
+            if last_eval is not None and last_eval[0] == step:  # this step is evaluated
+              eval_metrics = last_eval[1]
+            else:
+              eval_metrics = eval_fn(state, step)
+              writer.write_scalars(step, eval_metrics, prefix="eval")
             last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
       self.checkpointer.wait()
     finally:
