@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gr_jax.eval import report
+from gr_jax.eval import report, rl_table
 from gr_jax.train import metric_writers
 
 # (prefix, metric, panel title): what the trainer logs for an EG-GRPO run.
@@ -19,6 +19,7 @@ PANELS = (
   ("eval", "onclk@1", "valid online clicks@1 (simulated users)"),
   ("eval", "onclk@10", "valid online clicks@10 (simulated users)"),
 )
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
@@ -36,8 +37,15 @@ def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  # One colour per run in every panel, also where a run lacks a metric.
-  colors = {name: f"C{i % 10}" for i, name in enumerate(sorted(histories))}
+  # One colour per variant and one line style per seed, in every panel, also where a
+  # run lacks a metric: runs named <variant>_s<seed> read as seeds of one method.
+  names = {name: rl_table.variant_and_seed(name) for name in histories}
+  variants = sorted({variant for variant, _ in names.values()})
+  seeds = sorted({seed for _, seed in names.values()})
+  styles = {
+    name: (f"C{variants.index(variant) % 10}", LINE_STYLES[seeds.index(seed) % len(LINE_STYLES)])
+    for name, (variant, seed) in names.items()
+  }
   rows = -(-len(PANELS) // 3)
   figure, axes = plt.subplots(rows, 3, figsize=(13, 3.3 * rows), dpi=100)
   for axis, (prefix, metric, title) in zip(axes.flat, PANELS):
@@ -45,7 +53,8 @@ def plot_rl_curves(runs: dict[str, str], path: str) -> bool:
       points = history.get(prefix, {}).get(metric)
       if points:
         xs, ys = [s for s, _ in points], [v for _, v in points]
-        axis.plot(xs, ys, label=name, linewidth=1, color=colors[name])
+        color, style = styles[name]
+        axis.plot(xs, ys, label=name, linewidth=1, color=color, linestyle=style)
     axis.set_title(title, fontsize=10)
     axis.set_xlabel("step", fontsize=8)
     axis.grid(True, alpha=0.3)

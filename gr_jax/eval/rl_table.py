@@ -32,7 +32,7 @@ def _load(path: str) -> dict[str, np.ndarray]:
     return {key: values[key] for key in values.files}
 
 
-def _run_name(run_dir: str) -> tuple[str, int]:
+def variant_and_seed(run_dir: str) -> tuple[str, int]:
   """('<variant>', seed) of a run directory named `<variant>_s<seed>` (seed 0 without it)."""
   name = os.path.basename(run_dir.rstrip("/"))
   match = re.fullmatch(r"(.*)_s(\d+)", name)
@@ -51,7 +51,7 @@ def load_runs(run_dirs: list[str]) -> tuple[dict[str, dict[int, dict]], dict[int
     path = os.path.join(run_dir, POLICY_VALUES)
     if not os.path.exists(path):
       continue
-    variant, seed = _run_name(run_dir)
+    variant, seed = variant_and_seed(run_dir)
     if seed in variants.get(variant, {}):
       raise errors.ArtefactError(
         f"{run_dir}: a second run of {variant!r} with seed {seed}; name runs <variant>_s<seed>"
