@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from gr_jax import errors
-
 from gr_jax.eval import rl_table
 
 

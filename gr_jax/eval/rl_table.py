@@ -3,10 +3,10 @@
 Every RL run keeps the per-request values of its final policy and of its SFT start
 on the same test requests (POLICY_VALUES, SFT_VALUES in the run directory). Runs
 named `<variant>_s<seed>` pool into one row per variant (the seeds may come from one
-work directory, varying only the RL seed, or from one directory per pipeline seed): mean ± std over seeds,
-the request interval of the seed-averaged values, and paired relative differences
-against SFT and against GRPO (K=0) with each seed's own difference (a win needs the
-interval above 0 and every seed to agree; gr_jax/eval/seeds.py).
+work directory, varying only the RL seed, or from one directory per pipeline seed):
+mean ± std over seeds, the request interval of the seed-averaged values, and paired
+relative differences against SFT and against GRPO (K=0) with each seed's own difference
+(a win needs the interval above 0 and every seed to agree; gr_jax/eval/seeds.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Reads the runs WORKDIR/rl/<tokenizer>/<variant>_s<seed>/ (written by train_rl: the
 per-request values of the final policy and of its SFT start on the same test
 requests), or those of every `seed_workdirs` directory when the seeds are seeds of the
-whole pipeline (each run paired with its own directory's SFT generator), and writes eval/table4.md (gr_jax/eval/rl_table.py: intervals, paired
-differences against SFT and GRPO) and the runs' learning curves, eval/rl_curves.png.
+whole pipeline (each run paired with its own directory's SFT generator), and writes
+eval/table4.md (gr_jax/eval/rl_table.py: intervals, paired differences against SFT
+and GRPO) and the runs' learning curves, eval/rl_curves.png.
 """
 
 from __future__ import annotations
