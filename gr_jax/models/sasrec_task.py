@@ -176,15 +176,8 @@ def fit_and_evaluate(
   valid_histories, valid_targets = split_requests(logs, "valid", config.max_len)
   test_histories, test_targets = split_requests(logs, "test", config.max_len)
   steps_per_epoch = math.ceil(len(arrays["inputs"]) / fit.batch_size)
-  eval_steps = steps_per_epoch * fit.eval_every
-  train_config = trainer.TrainerConfig(
-    num_steps=steps_per_epoch * fit.epochs,
-    log_every=steps_per_epoch,
-    checkpoint_every=eval_steps * 10,
-    eval_every=eval_steps,
-    max_to_keep=1,
-    seed=fit.seed,
-    progress_bar=False,
+  train_config = early_stopping.epoch_trainer_config(
+    steps_per_epoch, fit.epochs, fit.eval_every, fit.seed, checkpoint_every_evals=10
   )
   # The paper's optimizer: Adam, constant learning rate, beta2 0.98, no clipping.
   schedule = optim.make_schedule(
@@ -202,9 +195,6 @@ def fit_and_evaluate(
   )
 
   def eval_fn(state, step):
-    last = selection.last_at(step)
-    if last is not None:  # the final call repeats the last evaluation
-      return {k: v for k, v in last.items() if "@" in k}
     valid = score(ranker(state.params, valid_histories), valid_targets, fit.ks, intervals=False)
     selection.record(step, state.params, valid)
     logging.info("sasrec step %d (%.1f s): valid %s", step, selection.curve[-1]["seconds"], valid)

@@ -100,15 +100,8 @@ def fit_and_evaluate(
   batch_fn, steps_per_epoch = bucket_batching.bucket_batches(
     arrays, examples["lengths"], widths, fit.batch_size, "loss_weights", fit.seed
   )
-  eval_steps = steps_per_epoch * fit.eval_every
-  train_config = trainer.TrainerConfig(
-    num_steps=steps_per_epoch * fit.epochs,
-    log_every=steps_per_epoch,
-    checkpoint_every=eval_steps * 5,
-    eval_every=eval_steps,
-    max_to_keep=1,
-    seed=fit.seed,
-    progress_bar=False,
+  train_config = early_stopping.epoch_trainer_config(
+    steps_per_epoch, fit.epochs, fit.eval_every, fit.seed, checkpoint_every_evals=5
   )
   schedule = optim.make_schedule(
     train_config.num_steps,
@@ -147,9 +140,6 @@ def fit_and_evaluate(
   )
 
   def eval_fn(state, step):
-    last = selection.last_at(step)
-    if last is not None:  # the final call repeats the last evaluation
-      return {k: v for k, v in last.items() if k not in ("epoch", "step", "seconds")}
     beam, rule = (fit.select_beam,), (fit.select_rule,)
     runs = decode_runs(state.params, select_logs, beam, rule, ("valid",))
     valid = _means(runs[select_key]["valid"])

@@ -7,6 +7,25 @@ import time
 import jax
 import jax.numpy as jnp
 
+from gr_jax.train import trainer
+
+
+def epoch_trainer_config(
+  steps_per_epoch: int, epochs: int, eval_every_epochs: int, seed: int, checkpoint_every_evals: int
+) -> trainer.TrainerConfig:
+  """Trainer settings for epoch-based training with valid selection: logs once per epoch,
+  evaluates every `eval_every_epochs` epochs, keeps one checkpoint (for resuming)."""
+  eval_steps = steps_per_epoch * eval_every_epochs
+  return trainer.TrainerConfig(
+    num_steps=steps_per_epoch * epochs,
+    log_every=steps_per_epoch,
+    checkpoint_every=eval_steps * checkpoint_every_evals,
+    eval_every=eval_steps,
+    max_to_keep=1,
+    seed=seed,
+    progress_bar=False,
+  )
+
 
 class ValidSelection:
   """Keeps the parameters with the best valid `metric`; stops after `patience` evaluations
@@ -20,10 +39,6 @@ class ValidSelection:
     self.curve: list[dict] = []  # one point per evaluation: epoch, step, seconds, metrics
     self.value, self.step, self.params = -1.0, None, None
     self.evals_since = 0
-
-  def last_at(self, step: int) -> dict | None:
-    """The last point when it was taken at `step` (the trainer's final call repeats it)."""
-    return self.curve[-1] if self.curve and self.curve[-1]["step"] == step else None
 
   def record(self, step: int, params, valid: dict) -> None:
     """Adds one evaluation; a new best keeps a copy of `params`."""
