@@ -69,3 +69,79 @@ def test_seeds_on_other_requests_or_missing_runs_are_named(tmp_path):
     seeds.combine([a, b])
   with pytest.raises(seeds.SeedsError, match="no metrics.json"):
     seeds.combine([str(tmp_path / "c")])
+
+
+def _beam_values(by_beam, reached=1200):
+  """{beam: per-request clk} -> every metric at every beam (top-K equal to clk)."""
+  out = {}
+  for beam, clk in by_beam.items():
+    clk = np.asarray(clk, float)
+    out |= {f"{m}@{beam}": clk for m in ("clk", "exp", "purchase", "topk")}
+    out |= {f"reached@{beam}": np.full(len(clk), reached), f"valid@{beam}": np.ones(len(clk))}
+  return out
+
+
+def _write_chosen_seed(folder, values, rows, half, truncation):
+  choices = protocol.BeamChoices(
+    half_beams={"rqvae": 100, "cq_sid": half},
+    reference_beam=100,
+    truncation_beams={"rqvae": 300, "cq_sid": truncation},
+  )
+  values = {name: {"semantic": v} for name, v in values.items()}
+  results = protocol.build_results(
+    values,
+    split="test",
+    baseline="rqvae",
+    beam_sizes=(100,),
+    curve_beam_sizes=(100,),
+    truncation_beam_sizes=(150, 300),
+    truncation_items=1000,
+    requests=len(rows),
+    sample_seed=0,
+    resamples=100,
+    valid_choices=choices,
+  )
+  tables.write(str(folder / "eval" / "test"), results, values, rows)
+  return str(folder)
+
+
+def test_chosen_operating_points_pair_each_seed_at_its_own_beams(tmp_path):
+  rng = np.random.default_rng(1)
+  base = rng.random(500)
+  rows = np.arange(500)
+  workdirs = []
+  # Seed 0 chose beam 70, seed 1 beam 80: the other beam holds zeros, so reading
+  # one shared beam would make CQ-SID lose instead of win.
+  for seed, (half, other) in enumerate([(70, 80), (80, 70)]):
+    values = {
+      "rqvae": _beam_values({100: base, 300: base}),
+      "cq_sid": _beam_values({half: base * 1.1, other: np.zeros(500), 150: base, 100: base}),
+    }
+    workdirs.append(_write_chosen_seed(tmp_path / f"s{seed}", values, rows, half, 150))
+  chosen = seeds.combine(workdirs, resamples=200)["chosen"]
+  half = chosen["half_beams"]["cq_sid"]
+  assert half["beams"] == [70, 80] and half["baseline_beams"] == [100, 100]
+  assert half["vs_baseline"]["value"] == pytest.approx(0.1)
+  assert half["vs_baseline"]["verdict"] == "win"
+  table2 = chosen["truncation"]["cq_sid"]
+  assert table2["beams"] == [150, 150] and table2["baseline_beams"] == [300, 300]
+  assert table2["vs_baseline"]["verdict"] == "tie"
+  assert table2["baseline"]["seed_mean"] == pytest.approx(base.mean())
+  text = seeds.render(seeds.combine(workdirs, resamples=200))
+  assert "cq_sid (70/80)" in text and "+10.0%" in text
+  # Gains against another baseline: valid chose no beams against it.
+  assert seeds.combine(workdirs, baseline="cq_sid", resamples=100)["chosen"] == {}
+
+
+def test_a_seed_that_never_reached_the_baseline_has_no_operating_point(tmp_path):
+  base = np.linspace(0.1, 0.9, 50)
+  rows = np.arange(50)
+  values = {"rqvae": _beam_values({100: base, 300: base}), "cq_sid": _beam_values({100: base})}
+  workdirs = [
+    _write_chosen_seed(tmp_path / "s0", values, rows, 100, None),
+    _write_chosen_seed(tmp_path / "s1", values, rows, None, None),
+  ]
+  combined = seeds.combine(workdirs, resamples=100)
+  half = combined["chosen"]["half_beams"]["cq_sid"]
+  assert half["beams"] == [100, None] and "vs_baseline" not in half
+  assert "not reached in every seed" in seeds.render(combined)

@@ -98,6 +98,65 @@ def compare_seeds(
   return {**relative.to_json(), "per_seed": seed_diffs, "verdict": _verdict(relative, seed_diffs)}
 
 
+# Operating points chosen on valid: (table in 'selected_on_valid', metric it is read at).
+CHOSEN_TABLES = (("half_beams", "clk"), ("truncation", "topk"))
+
+
+def _chosen_beams(selection: dict, table: str, method: str, baseline: str):
+  """(method's beam, baseline's beam) one seed's valid run chose for `table`."""
+  base_beam = (
+    selection["reference_beam"]
+    if table == "half_beams"
+    else selection[table].get(baseline, {}).get("beam")
+  )
+  return selection[table].get(method, {}).get("beam"), base_beam
+
+
+def chosen_operating_points(
+  workdirs, loaded, baseline: str, *, resamples: int = stats.RESAMPLES
+) -> dict:
+  """Each seed's valid-chosen beams read over seeds, paired against the baseline.
+
+  A seed's valid run chooses its own beams (half the beams: the smallest beam
+  reaching the baseline's reference-beam hitrate; Table 2: the baseline's smallest
+  binding beam and the method's smallest beam reaching its top-K hitrate). The
+  method at each seed's chosen beam is compared with the baseline at that seed's
+  beam, seed-averaged like every other row.
+
+  Returns:
+    {table: {method: {'beams', 'baseline_beams', and when every seed reached an
+    operating point: seed_entry fields with 'vs_baseline', and 'baseline' (the
+    baseline's seed_entry at its beams)}}}; {} unless every seed has a selection.
+  """
+  selections = [metrics.get("selected_on_valid") for metrics, _ in loaded]
+  if not all(selections):
+    return {}
+  out: dict = {}
+  for table, metric in CHOSEN_TABLES:
+    methods = set.intersection(*(set(s[table]) for s in selections)) - {baseline}
+    for method in sorted(methods):
+      pairs = [_chosen_beams(s, table, method, baseline) for s in selections]
+      beams, base_beams = [b for b, _ in pairs], [b for _, b in pairs]
+      entry: dict = {"beams": beams, "baseline_beams": base_beams}
+      out.setdefault(table, {})[method] = entry
+      if None in beams or None in base_beams:
+        continue  # some seed never reached the baseline: no operating point to read
+      keys = [
+        (f"{method}/semantic/{metric}@{b}", f"{baseline}/semantic/{metric}@{bb}")
+        for b, bb in zip(beams, base_beams)
+      ]
+      for workdir, (_, values), key_pair in zip(workdirs, loaded, keys):
+        missing = [k for k in key_pair if k not in values]
+        if missing:
+          raise SeedsError(f"{workdir}: no per-request values for {missing} (evaluate on test)")
+      system = np.stack([v[k] for (_, v), (k, _) in zip(loaded, keys)])  # [S, B]
+      base = np.stack([v[k] for (_, v), (_, k) in zip(loaded, keys)])  # [S, B]
+      entry.update(seed_entry(system, resamples=resamples))
+      entry["vs_baseline"] = compare_seeds(system, base, resamples=resamples)
+      entry["baseline"] = seed_entry(base, resamples=resamples)
+  return out
+
+
 def combine(
   workdirs, split: str = "test", *, baseline: str | None = None, resamples: int = stats.RESAMPLES
 ) -> dict:
@@ -109,7 +168,8 @@ def combine(
   Returns:
     {'split', 'seeds', 'requests', 'baseline', 'beam_sizes', 'rows': {method:
     {kind: {'<metric>@<beam>': {'seed_mean', 'seed_std', 'per_seed', 'ci',
-    'vs_baseline': {...} | None}}}}, 'selected_on_valid': [per seed]}.
+    'vs_baseline': {...} | None}}}}, 'selected_on_valid': [per seed], 'chosen':
+    chosen_operating_points(...) (empty against another baseline than the evaluations')}.
   """
   workdirs = list(workdirs)
   if not workdirs:
@@ -144,6 +204,10 @@ def combine(
     "truncation_beam_sizes": first.get("truncation_beam_sizes", []),
     "rows": rows,
     "selected_on_valid": [m.get("selected_on_valid") for m, _ in loaded],
+    # Valid chose beams against the evaluations' own baseline; another baseline has none.
+    "chosen": chosen_operating_points(workdirs, loaded, baseline, resamples=resamples)
+    if baseline == first["baseline"]
+    else {},
   }
 
 
@@ -248,4 +312,33 @@ def render(combined: dict) -> str:
         )
       )
   sections.append("\n".join(lines) + "\n")
+  sections += _chosen_table(combined)
   return "\n".join(sections)
+
+
+CHOSEN_LABELS = {"half_beams": "half the beams (hitrate)", "truncation": "Table 2 (top-K hitrate)"}
+
+
+def _chosen_table(combined: dict) -> list[str]:
+  rows = []
+  for table, methods in combined.get("chosen", {}).items():
+    for method, entry in methods.items():
+      beams = "/".join(str(b) for b in entry["beams"])
+      base_beams = "/".join(str(b) for b in entry["baseline_beams"])
+      reached = "vs_baseline" in entry
+      rows.append(
+        {
+          "operating point": CHOSEN_LABELS[table],
+          "method (beam per seed)": f"{method} ({beams})",
+          "value": _cell(entry) if reached else "not reached in every seed",
+          f"{combined['baseline']} (beam per seed)": (
+            f"{_cell(entry['baseline'])} ({base_beams})" if reached else f"({base_beams})"
+          ),
+          "difference": _gain_cell(entry) if reached else "n/a",
+        }
+      )
+  if not rows:
+    return []
+  columns = list(rows[0])
+  title = "Operating points chosen on valid, read on test over seeds (each seed at its own beams)"
+  return [report.markdown_table(rows, columns, title=title)]
