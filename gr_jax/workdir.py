@@ -35,6 +35,7 @@ from gr_jax.train import checkpoints
 # Written last by each data source: a data directory holding one is complete.
 AMAZON_MANIFEST = "amazon.json"
 TFDS_MANIFEST = "tfds.json"
+SEQ_STAGE = "seq"  # the SFT stage folder of sequence training (jobs/seq_sft.py)
 
 
 def data_dir(workdir: str) -> str:
@@ -296,13 +297,19 @@ def require_generator(workdir: str, tokenizer: str, stage: str) -> None:
     errors.StageMismatchError: it was trained on other data or SIDs.
   """
   folder = sft_dir(workdir, tokenizer, stage)
-  inputs = {"data": data_fingerprint(workdir), "sid": sid_fingerprint(workdir, tokenizer)}
   fingerprint.require(
     f"SFT stage {tokenizer}/{stage}",
     folder,
-    inputs,
-    legacy_finished=os.path.exists(os.path.join(folder, "metrics.json")),
+    generator_inputs(workdir, tokenizer),
+    # Sequence training writes generator.json only once the selected weights are saved.
+    legacy_finished=os.path.exists(os.path.join(folder, "metrics.json"))
+    or (stage == SEQ_STAGE and has_generator(folder)),
   )
+
+
+def generator_inputs(workdir: str, tokenizer: str) -> dict:
+  """What a generator is trained from: the data and the tokenizer's SIDs."""
+  return {"data": data_fingerprint(workdir), "sid": sid_fingerprint(workdir, tokenizer)}
 
 
 @gin.configurable

@@ -126,6 +126,7 @@ def test_chosen_operating_points_pair_each_seed_at_its_own_beams(tmp_path):
   table2 = chosen["truncation"]["cq_sid"]
   assert table2["beams"] == [150, 150] and table2["baseline_beams"] == [300, 300]
   assert table2["vs_baseline"]["verdict"] == "tie"
+  assert table2["baseline_share_over_truncation"] == [1.0, 1.0]
   assert table2["baseline"]["seed_mean"] == pytest.approx(base.mean())
   text = seeds.render(seeds.combine(workdirs, resamples=200))
   assert "cq_sid (70/80)" in text and "+10.0%" in text

@@ -185,7 +185,7 @@ def test_learns_a_deterministic_pattern(tmp_path):
   )
   fit = seq_fit.SeqFitConfig(
     learning_rate=1e-2, warmup_steps=5, batch_size=16, epochs=80, eval_every=20, patience=2,
-    time_budget_s=120.0, select_beam=4, select_requests=0, beam_sizes=(4,), rules=("item_id",),
+    time_budget_s=1800.0, select_beam=4, select_requests=0, beam_sizes=(4,), rules=("item_id",),
   )  # fmt: skip
   results = seq_fit.fit_and_evaluate(
     str(tmp_path), generator, fit, catalog, logs, sid_tables, mesh=None, rules=None
@@ -245,6 +245,38 @@ def test_job_runs_end_to_end(tmp_path):
   assert results["num_items"] == 40
   stage = work / "sft" / "cq_sid" / "seq"
   assert os.path.exists(stage / "generator.json") and os.path.isdir(stage / "checkpoints")
+  # The seqrec evaluation job re-reads the selected generator and reproduces its test
+  # row user by user; the compare job pairs the two.
+  gin_utils.run_in_process(
+    work,
+    ["runs/amazon_seqrec_eval.gin"],
+    [
+      "evaluate_seqrec.stage = 'seq'",
+      "evaluate_seqrec.tokenizers = ('cq_sid',)",
+      "evaluate_seqrec.beam_sizes = (4, 8)",
+      "Retriever.batch_size = 16",
+    ],
+  )
+  again = json.loads((work / "eval" / "seq" / "metrics.json").read_text())
+  assert again["tokenizers"]["cq_sid"]["selected"] == saved["selected_run"]
+  with (
+    np.load(out / "per_user_test.npz") as first,
+    np.load(work / "eval" / "seq" / "cq_sid" / "per_user_test.npz") as second,
+  ):
+    assert len(first["user"]) == 30
+    for key in first.files:
+      np.testing.assert_allclose(first[key], second[key], atol=1e-6, err_msg=key)
+  compared = gin_utils.run_in_process(
+    work,
+    ["runs/compare_seqrec.gin"],
+    [
+      "compare_seqrec.systems = {'trained': 'eval/seq_sft/cq_sid', 'reread': 'eval/seq/cq_sid'}",
+      "compare_seqrec.baseline = 'trained'",
+    ],
+  )
+  entry = compared["systems"]["reread"]["ndcg@10"]["vs_baseline"]
+  assert entry is None or (entry["value"] == 0.0 and entry["verdict"] == "tie")
+  assert (work / "eval" / "seqrec_compare" / "results.md").exists()
 
 
 def test_decode_by_length_matches_full_width_decoding():

@@ -138,6 +138,13 @@ def chosen_operating_points(
       pairs = [_chosen_beams(s, table, method, baseline) for s in selections]
       beams, base_beams = [b for b, _ in pairs], [b for _, b in pairs]
       entry: dict = {"beams": beams, "baseline_beams": base_beams}
+      if table == "truncation":  # the share of requests whose union passes the cut
+        entry["share_over_truncation"] = [
+          s[table][method].get("share_over_truncation") for s in selections
+        ]
+        entry["baseline_share_over_truncation"] = [
+          s[table].get(baseline, {}).get("share_over_truncation") for s in selections
+        ]
       out.setdefault(table, {})[method] = entry
       if None in beams or None in base_beams:
         continue  # some seed never reached the baseline: no operating point to read

@@ -27,7 +27,7 @@ from absl import logging
 
 from gr_jax import io_utils
 from gr_jax.data import schema, seqio_tasks
-from gr_jax.eval import metrics, report, stats
+from gr_jax.eval import metrics, report, seqrec_compare, stats
 from gr_jax.models.generator import Generator
 from gr_jax.models.token_layout import PAD_ID
 from gr_jax.serving.retriever import Retriever
@@ -121,8 +121,9 @@ def rank_and_score(sids, valid, sid_tables, efficiency_score, targets, rule, ks,
     chunk: requests ranked at once (bounds the [chunk, N] buffers).
 
   Returns:
-    {recall@K, ndcg@K, reached_items (mean items the beams reached), mean_rank,
-     ci: {metric: {value, low, high}} (95% bootstrap over requests)}.
+    ({recall@K, ndcg@K, reached_items (mean items the beams reached), mean_rank,
+     ci: {metric: {value, low, high}} (95% bootstrap over requests)},
+     {recall@K, ndcg@K: [R] per-request values}).
   """
   fill_order = popularity_order(efficiency_score)
   num_items = len(fill_order)
@@ -146,7 +147,7 @@ def rank_and_score(sids, valid, sid_tables, efficiency_score, targets, rule, ks,
   scores["ci"] = {name: stats.bootstrap_mean(v).to_json() for name, v in per_request.items()}
   scores["reached_items"] = float(np.mean(np.concatenate(reached)))
   scores["mean_rank"] = float(np.mean(np.concatenate(ranks)) + 1)
-  return scores
+  return scores, per_request
 
 
 def sample_seqrec_logs(logs: schema.SearchLogs, max_valid: int, max_test: int, seed: int):
@@ -185,11 +186,14 @@ def evaluate_seqrec_generator(
   *,
   splits=("valid", "test"),
   prompts_fn=seqrec_prompts,
+  per_user: dict | None = None,
 ) -> dict:
   """{'<rule>/beam<K>': {split: scores}} of one generator over every (rule, beam size).
 
   `prompts_fn` has `seqrec_prompts`' signature: the prompt format the generator was
   trained on (`models.seq_task.sequence_prompts` for sequence-trained generators).
+  Given `per_user`, each run's test users' values are added to it as
+  {'<rule>/beam<K>': seqrec_compare.per_user_values(...)} (for paired comparisons).
   """
   runs: dict = {}
   for split in splits:
@@ -201,9 +205,13 @@ def evaluate_seqrec_generator(
       sids, _, valid = decode_by_length(retriever, prompts, beam)  # [R, K, L], [R, K]
       decode_seconds = time.perf_counter() - start
       for rule in rules:
-        scores = rank_and_score(
+        scores, per_request = rank_and_score(
           sids, valid, retriever.sid_tables, catalog.efficiency_score, targets, rule, ks
         )
+        if per_user is not None and split == "test":
+          per_user[f"{rule}/beam{beam}"] = seqrec_compare.per_user_values(
+            logs, split, targets, per_request
+          )
         scores.update(
           valid_beam_share=float(valid.mean()), decode_users_per_s=len(prompts) / decode_seconds
         )

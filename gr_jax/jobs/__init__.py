@@ -2,6 +2,7 @@
 
 from gr_jax.jobs import (  # noqa: F401
   assign_items,
+  compare_seqrec,
   data,
   evaluate,
   example,

@@ -2,8 +2,9 @@
 
 Trains `gr_jax.models.sasrec` on the UniSRec files with early stopping on valid,
 scores test once at the selected epoch, and writes WORKDIR/eval/sasrec/
-metrics.json and results.md (test row with 95% intervals next to the published
-SASRec row, valid curve, runtime). Checkpoints go to WORKDIR/sasrec/.
+metrics.json, results.md (test row with 95% intervals next to the published
+SASRec row, valid curve, runtime) and per_user_test.npz (for `compare_seqrec`).
+Checkpoints go to WORKDIR/sasrec/.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from absl import logging
 from gr_jax import io_utils
 from gr_jax import workdir as workdir_lib
 from gr_jax.data.amazon import reader as amazon
+from gr_jax.eval import seqrec_compare
 from gr_jax.models import sasrec, sasrec_task
 
 # SASRec (IDs) on this exact data, full ranking: UniSRec (Hou et al., KDD 2022) and
@@ -83,6 +85,7 @@ def train_sasrec(
   if results["preempted"]:
     logging.warning("sasrec: preempted; rerun the same command to resume")
     return results
+  per_user = results.pop("per_user")
   results.update(
     config={**vars(config), **vars(fit)},
     ks=list(fit.ks),
@@ -93,6 +96,7 @@ def train_sasrec(
   )
   out_dir = os.path.join(workdir_lib.eval_dir(workdir), "sasrec")
   text = sasrec_task.report_markdown(results, PUBLISHED)
+  seqrec_compare.write(out_dir, per_user)
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), results)
   io_utils.write_text(os.path.join(out_dir, "results.md"), text)
   print(text)

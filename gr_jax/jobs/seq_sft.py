@@ -4,7 +4,8 @@ One causal pass over a user's history scores every item's SID (gr_jax/models/seq
 epochs stop early on valid full-ranking NDCG@10 from the seqrec evaluation, and test is
 decoded once with the selected weights (gr_jax/models/seq_fit.py). The selected generator
 goes to WORKDIR/sft/<tokenizer>/seq/ (checkpoints/ + generator.json; its training state in
-train/), the results to WORKDIR/eval/seq_sft/<tokenizer>/{metrics.json, results.md}.
+train/), the results to WORKDIR/eval/seq_sft/<tokenizer>/{metrics.json, results.md,
+per_user_test.npz}.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import time
 import gin
 from absl import logging
 
-from gr_jax import errors, io_utils
+from gr_jax import errors, fingerprint, io_utils
 from gr_jax import workdir as workdir_lib
-from gr_jax.eval import seqrec
+from gr_jax.eval import seqrec, seqrec_compare
 from gr_jax.models import decoder, seq_fit, seq_task
 from gr_jax.models.generator import Generator
 from gr_jax.models.token_layout import TokenLayout
@@ -69,13 +70,21 @@ def train_seq_sft(
   model_config = decoder.decoder_preset(model, layout.vocab_size, **overrides)
   generator = Generator(layout, model_config, prompt_len)
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
-  stage_dir = workdir_lib.sft_dir(workdir, tokenizer, "seq")
+  stage_dir = workdir_lib.sft_dir(workdir, tokenizer, workdir_lib.SEQ_STAGE)
   results = seq_fit.fit_and_evaluate(
     stage_dir, generator, config, catalog, logs, sid.tables, mesh=mesh, rules=rules
   )
   if results["preempted"]:
     logging.warning("seq SFT: preempted; rerun the same command to resume")
     return results
+  per_user = results.pop("per_user")
+  # The selected generator is a finished stage later jobs (seqrec evaluation) can check.
+  fingerprint.Stage(
+    f"sequence SFT {tokenizer}",
+    stage_dir,
+    {"model": model, "model_overrides": model_overrides, "max_items": max_items},
+    workdir_lib.generator_inputs(workdir, tokenizer),
+  ).finish()
   _, most_popular = seqrec.most_popular(catalog, logs, config.ks)
   results.update(
     config={"model": model_config.__dict__, "max_items": max_items, **vars(config)},
@@ -90,6 +99,7 @@ def train_seq_sft(
   )
   out_dir = os.path.join(workdir_lib.eval_dir(workdir), "seq_sft", tokenizer)
   text = seq_fit.report_markdown(results, PUBLISHED_SASREC)
+  seqrec_compare.write(out_dir, per_user)
   io_utils.write_json(os.path.join(out_dir, "metrics.json"), results)
   io_utils.write_text(os.path.join(out_dir, "results.md"), text)
   print(text)

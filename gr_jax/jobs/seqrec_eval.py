@@ -5,7 +5,8 @@ every valid and test user with constrained beam search; the beams become one ran
 list over the whole catalog and are scored by leave-one-out Recall@K / NDCG@K
 (gr_jax/eval/seqrec.py states the ranking rule). The (rule, beam size) pair with the
 best valid `select_metric` is the tokenizer's reported test row.
-Writes WORKDIR/eval/seqrec/metrics.json and results.md.
+Writes WORKDIR/eval/<stage>/metrics.json, results.md and <tokenizer>/per_user_test.npz
+(the reported row's per-user values, for `compare_seqrec`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from absl import logging
 
 from gr_jax import errors
 from gr_jax import workdir as workdir_lib
-from gr_jax.eval import protocol, seqrec
+from gr_jax.eval import protocol, seqrec, seqrec_compare
+from gr_jax.models import seq_task
 from gr_jax.serving import retriever as retriever_lib
 from gr_jax.train import partitioning
+
+# Prompt format of each stage's generator (default: seqrec_prompts).
+PROMPTS = {"seq": seq_task.sequence_prompts}
 
 
 @gin.configurable
@@ -40,7 +45,8 @@ def evaluate_seqrec(
   Args:
     workdir: the run's work directory (data/, sid/<tok>/, sft/<tok>/<stage>/).
     tokenizers: SID spaces to evaluate (each needs a trained `stage` generator).
-    stage: SFT stage directory holding the seqrec generator.
+    stage: SFT stage directory holding the generator: 'seqrec' (one target per
+      prefix, text prompts) or 'seq' (sequence training, SID-only prompts).
     beam_sizes: beam sizes decoded (each a separate constrained beam search).
     within_cluster_rules: rules ordering the items of one SID (WITHIN_CLUSTER_RULES).
     ks: cut-offs of Recall@K / NDCG@K.
@@ -64,12 +70,14 @@ def evaluate_seqrec(
     )
   catalog, logs = workdir_lib.load_data(workdir)
   logs = seqrec.sample_seqrec_logs(logs, max_valid_requests, max_test_requests, seed)
-  vocab = workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
+  # Sequence-trained generators read SIDs only: no text vocabulary.
+  vocab = None if stage == "seq" else workdir_lib.text_vocabulary(workdir).as_seqio_vocabulary()
   mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
   requests, most_popular = seqrec.most_popular(catalog, logs, ks)
   results: dict = {"num_items": catalog.num_items, "requests": requests}
   results["most_popular"] = most_popular
   results["tokenizers"] = {}
+  out_dir = os.path.join(workdir_lib.eval_dir(workdir), stage)
   for name in tokenizers:
     stage_dir = workdir_lib.sft_dir(workdir, name, stage)
     if not workdir_lib.has_generator(stage_dir):
@@ -80,16 +88,19 @@ def evaluate_seqrec(
     generator, retriever = retriever_lib.load_retriever(
       workdir, name, stage, catalog, sid_artefacts, mesh=mesh, rules=rules
     )
+    per_user: dict = {}
     runs = seqrec.evaluate_seqrec_generator(
-      retriever, generator, catalog, logs, vocab, beam_sizes, within_cluster_rules, ks
-    )
+      retriever, generator, catalog, logs, vocab, beam_sizes, within_cluster_rules, ks,
+      prompts_fn=PROMPTS.get(stage, seqrec.seqrec_prompts),
+      per_user=per_user,
+    )  # fmt: skip
     selected = max(runs, key=lambda key: runs[key]["valid"][select_metric])
+    seqrec_compare.write(os.path.join(out_dir, name), per_user[selected])
     results["tokenizers"][name] = {
       "runs": runs,
       "selected": selected,
       "test": runs[selected]["test"],
       **protocol.sid_summary(sid_artefacts.tables),
     }
-  out_dir = os.path.join(workdir_lib.eval_dir(workdir), "seqrec")
   seqrec.write_seqrec_reports(out_dir, results, ks, select_metric)
   return results

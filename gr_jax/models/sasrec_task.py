@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from gr_jax.data import schema
-from gr_jax.eval import metrics, stats
+from gr_jax.eval import metrics, seqrec_compare, stats
 from gr_jax.models import sasrec
 from gr_jax.train import batching, early_stopping, optim, trainer
 
@@ -166,7 +166,8 @@ def fit_and_evaluate(
 
   Returns:
     {preempted: False, curve: [{epoch, step, seconds, <valid metrics>}],
-     selected: {epoch, step, valid}, test: {metric: {value, low, high}}, epochs_run,
+     selected: {epoch, step, valid}, test: {metric: {value, low, high}}, per_user:
+     seqrec_compare.per_user_values of test, epochs_run,
      steps_per_epoch, train_seconds, num_train_users, requests: {valid, test}};
     after a SIGTERM only {preempted: True, curve, train_seconds} (nothing is scored).
   """
@@ -207,7 +208,10 @@ def fit_and_evaluate(
     runner.close()
     return {"preempted": True, "curve": selection.curve, "train_seconds": train_seconds}
   selected = selection.selected_point()
-  test = score(ranker(selection.params, test_histories), test_targets, fit.ks, intervals=True)
+  test_ranked = ranker(selection.params, test_histories)  # [R, K]
+  test = score(test_ranked, test_targets, fit.ks, intervals=True)
+  per_request = metrics.recall_ndcg(test_ranked, test_targets, fit.ks, per_request=True)
+  per_user = seqrec_compare.per_user_values(logs, "test", test_targets, per_request)
   valid = score(ranker(selection.params, valid_histories), valid_targets, fit.ks, intervals=True)
   runner.close()
   return {
@@ -215,6 +219,7 @@ def fit_and_evaluate(
     "curve": selection.curve,
     "selected": {"epoch": selected["epoch"], "step": selected["step"], "valid": valid},
     "test": test,
+    "per_user": per_user,  # arrays: written beside metrics.json, not in it
     "epochs_run": int(jax.device_get(result.state.step)) / steps_per_epoch,
     "steps_per_epoch": steps_per_epoch,
     "train_seconds": train_seconds,

@@ -122,7 +122,7 @@ def fit_and_evaluate(
   select_key = f"{fit.select_rule}/beam{fit.select_beam}"
   retriever: list[retriever_lib.Retriever] = []  # made at the first evaluation
 
-  def decode_runs(params, split_logs, beam_sizes, cluster_rules, splits):
+  def decode_runs(params, split_logs, beam_sizes, cluster_rules, splits, per_user=None):
     if not retriever:
       retriever.append(
         retriever_lib.generator_retriever(
@@ -132,7 +132,7 @@ def fit_and_evaluate(
     retriever[0].set_params(params)
     return seqrec.evaluate_seqrec_generator(
       retriever[0], generator, catalog, split_logs, None, beam_sizes, cluster_rules, fit.ks,
-      splits=splits, prompts_fn=seq_task.sequence_prompts,
+      splits=splits, prompts_fn=seq_task.sequence_prompts, per_user=per_user,
     )  # fmt: skip
 
   selection = early_stopping.ValidSelection(
@@ -153,7 +153,8 @@ def fit_and_evaluate(
   if result.preempted:  # checkpoint saved; a rerun resumes, selects and reports
     return {"preempted": True, "curve": selection.curve, "train_seconds": train_seconds}
   save_selected(stage_dir, generator, selection.params, selection.step)
-  runs = decode_runs(selection.params, logs, fit.beam_sizes, fit.rules, ("valid", "test"))
+  per_user: dict = {}
+  runs = decode_runs(selection.params, logs, fit.beam_sizes, fit.rules, ("valid", "test"), per_user)
   selected_run = max(runs, key=lambda key: runs[key]["valid"][fit.select_metric])
   selected = selection.selected_point()
   return {
@@ -163,6 +164,7 @@ def fit_and_evaluate(
     "runs": runs,
     "selected_run": selected_run,
     "test": runs[selected_run]["test"],
+    "per_user": per_user[selected_run],  # arrays: written beside metrics.json, not in it
     "epochs_run": int(jax.device_get(result.state.step)) / steps_per_epoch,
     "steps_per_epoch": steps_per_epoch,
     "train_seconds": train_seconds,
