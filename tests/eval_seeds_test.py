@@ -94,7 +94,7 @@ def _write_chosen_seed(folder, values, rows, half, truncation):
     baseline="rqvae",
     beam_sizes=(100,),
     curve_beam_sizes=(100,),
-    truncation_beam_sizes=(150, 300),
+    truncation_beam_sizes=(150, 200, 300),
     truncation_items=1000,
     requests=len(rows),
     sample_seed=0,
@@ -112,24 +112,26 @@ def test_chosen_operating_points_pair_each_seed_at_its_own_beams(tmp_path):
   workdirs = []
   # Seed 0 chose beam 70, seed 1 beam 80: the other beam holds zeros, so reading
   # one shared beam would make CQ-SID lose instead of win.
-  for seed, (half, other) in enumerate([(70, 80), (80, 70)]):
+  for seed, (half, other, cut) in enumerate([(70, 80, 150), (80, 70, 200)]):
     values = {
       "rqvae": _beam_values({100: base, 300: base}),
-      "cq_sid": _beam_values({half: base * 1.1, other: np.zeros(500), 150: base, 100: base}),
+      "cq_sid": _beam_values({half: base * 1.1, other: np.zeros(500), cut: base, 100: base}),
     }
-    workdirs.append(_write_chosen_seed(tmp_path / f"s{seed}", values, rows, half, 150))
+    workdirs.append(_write_chosen_seed(tmp_path / f"s{seed}", values, rows, half, cut))
   chosen = seeds.combine(workdirs, resamples=200)["chosen"]
   half = chosen["half_beams"]["cq_sid"]
   assert half["beams"] == [70, 80] and half["baseline_beams"] == [100, 100]
   assert half["vs_baseline"]["value"] == pytest.approx(0.1)
   assert half["vs_baseline"]["verdict"] == "win"
   table2 = chosen["truncation"]["cq_sid"]
-  assert table2["beams"] == [150, 150] and table2["baseline_beams"] == [300, 300]
+  assert table2["beams"] == [150, 200] and table2["baseline_beams"] == [300, 300]
   assert table2["vs_baseline"]["verdict"] == "tie"
   assert table2["baseline_share_over_truncation"] == [1.0, 1.0]
   assert table2["baseline"]["seed_mean"] == pytest.approx(base.mean())
   text = seeds.render(seeds.combine(workdirs, resamples=200))
   assert "cq_sid (70/80)" in text and "+10.0%" in text
+  # Table 2 beam 150 is one seed's only: the grid table has no all-n/a column for it.
+  assert "topk@150" not in text and "topk@300" in text
   # Gains against another baseline: valid chose no beams against it.
   assert seeds.combine(workdirs, baseline="cq_sid", resamples=100)["chosen"] == {}
 

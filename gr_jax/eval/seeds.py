@@ -238,7 +238,9 @@ def _gain_cell(entry: dict | None) -> str:
 
 def _table(combined: dict, kind: str, metric: str, beams, title: str) -> list[str]:
   methods = [m for m, kinds in combined["rows"].items() if kind in kinds]
-  if not any(f"{metric}@{b}" in combined["rows"][m][kind] for m in methods for b in beams):
+  # Beams no method has in every seed (e.g. Table 2 beams the seeds chose differently).
+  beams = [b for b in beams if any(f"{metric}@{b}" in combined["rows"][m][kind] for m in methods)]
+  if not beams:
     return []
   columns = ["method"] + [f"{metric}@{b}" for b in beams]
   values, gains = [], []
