@@ -14,22 +14,28 @@ def _values(clk):
   }
 
 
-def _write_seed(folder, methods, rows):
-  values = {name: {"semantic": _values(clk)} for name, clk in methods.items()}
+def _write_test(folder, values, rows, beams, truncation_beams=(), valid_choices=None):
+  """Writes one seed's test evaluation of {method: semantic values}; returns its folder."""
+  values = {name: {"semantic": v} for name, v in values.items()}
   results = protocol.build_results(
     values,
     split="test",
     baseline="rqvae",
-    beam_sizes=(10,),
-    curve_beam_sizes=(10,),
-    truncation_beam_sizes=(),
+    beam_sizes=beams,
+    curve_beam_sizes=beams,
+    truncation_beam_sizes=truncation_beams,
     truncation_items=1000,
     requests=len(rows),
     sample_seed=0,
     resamples=100,
+    valid_choices=valid_choices,
   )
   tables.write(str(folder / "eval" / "test"), results, values, rows)
   return str(folder)
+
+
+def _write_seed(folder, methods, rows):
+  return _write_test(folder, {name: _values(clk) for name, clk in methods.items()}, rows, (10,))
 
 
 def test_a_win_needs_the_interval_and_every_seed(tmp_path):
@@ -87,22 +93,7 @@ def _write_chosen_seed(folder, values, rows, half, truncation):
     reference_beam=100,
     truncation_beams={"rqvae": 300, "cq_sid": truncation},
   )
-  values = {name: {"semantic": v} for name, v in values.items()}
-  results = protocol.build_results(
-    values,
-    split="test",
-    baseline="rqvae",
-    beam_sizes=(100,),
-    curve_beam_sizes=(100,),
-    truncation_beam_sizes=(150, 200, 300),
-    truncation_items=1000,
-    requests=len(rows),
-    sample_seed=0,
-    resamples=100,
-    valid_choices=choices,
-  )
-  tables.write(str(folder / "eval" / "test"), results, values, rows)
-  return str(folder)
+  return _write_test(folder, values, rows, (100,), (150, 200, 300), choices)
 
 
 def test_chosen_operating_points_pair_each_seed_at_its_own_beams(tmp_path):

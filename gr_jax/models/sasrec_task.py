@@ -135,6 +135,11 @@ def score(ranked: np.ndarray, targets: np.ndarray, ks, *, intervals: bool, seed:
   per_request = metrics.recall_ndcg(ranked, targets, ks, per_request=True)
   if not intervals:
     return {name: float(values.mean()) for name, values in per_request.items()}
+  return with_intervals(per_request, seed=seed)
+
+
+def with_intervals(per_request: dict, *, seed: int = 0) -> dict:
+  """{metric: [R] per-request values} -> {metric: {value, low, high}} (95% bootstrap)."""
   return {
     name: stats.bootstrap_mean(values, seed=seed).to_json() for name, values in per_request.items()
   }
@@ -209,8 +214,8 @@ def fit_and_evaluate(
     return {"preempted": True, "curve": selection.curve, "train_seconds": train_seconds}
   selected = selection.selected_point()
   test_ranked = ranker(selection.params, test_histories)  # [R, K]
-  test = score(test_ranked, test_targets, fit.ks, intervals=True)
   per_request = metrics.recall_ndcg(test_ranked, test_targets, fit.ks, per_request=True)
+  test = with_intervals(per_request)
   per_user = seqrec_compare.per_user_values(logs, "test", test_targets, per_request)
   valid = score(ranker(selection.params, valid_histories), valid_targets, fit.ks, intervals=True)
   runner.close()
