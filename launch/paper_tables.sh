@@ -12,10 +12,17 @@
 #   TOKENIZERS_default="cq_sid rqvae cq_sid_wo_cate cq_sid_wo_qi" (others: cq_sid rqvae)
 #   VALID_REQUESTS=1000  TEST_REQUESTS=5000
 #   TRUNCATION_BEAMS="150,200,250"  TRUNCATION_SEEDS="0 1 2" (seeds that get the Table 2 grid)
+#   GIN_BINDINGS="a=1;b=2" (extra bindings for every job, e.g. another SFT budget)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/_venv.sh"
 root="${PAPER_TABLES_DIR:-$REPO_ROOT/workdir/paper_tables}"
+extra="${GIN_BINDINGS:-}"
+extra_flags=()
+if [ -n "$extra" ]; then
+  IFS=';' read -r -a parts <<<"$extra"
+  for b in "${parts[@]}"; do extra_flags+=("--gin_bindings=$b"); done
+fi
 declare -A settings=(
   [default]=""
   [informative_titles]="prepare_data.overrides={'title_noise': 0.0}"
@@ -41,7 +48,8 @@ for name in ${SETTINGS:-default informative_titles high_ambiguity}; do
     workdir="$root/$name/seed$seed"
     seeded="train_tokenizer.seed=$seed;train_sft.seed=$seed;TrainerConfig.seed=$seed"
     WORKDIR="$workdir" TOKENIZERS="${tokenizers[$name]}" EVAL=0 \
-      GIN_BINDINGS="${settings[$name]:+${settings[$name]};}$seeded" bash "$here/quickstart.sh"
+      GIN_BINDINGS="${settings[$name]:+${settings[$name]};}${extra:+$extra;}$seeded" \
+      bash "$here/quickstart.sh"
     truncation="()"
     if [[ " ${TRUNCATION_SEEDS:-${SEEDS:-0 1 2}} " == *" $seed "* ]]; then
       truncation="(${TRUNCATION_BEAMS:-150,200,250})"
@@ -62,7 +70,7 @@ for name in ${SETTINGS:-default informative_titles high_ambiguity}; do
         --gin_file=runs/quickstart.gin "${evaluation[@]}" \
         --gin_bindings="evaluate.tokenizers=$tok_tuple" --gin_bindings="evaluate.split='$split'" \
         --gin_bindings="evaluate.max_requests=$requests" --gin_bindings="evaluate.kinds=$kinds" \
-        --gin_bindings="evaluate.truncation_beam_sizes=$truncation"
+        --gin_bindings="evaluate.truncation_beam_sizes=$truncation" "${extra_flags[@]}"
     done
     dirs+=("'$workdir'")
   done
