@@ -2,9 +2,8 @@
 # Tables 1-3 analogues over seeds of the whole pipeline, in three world settings
 # (default, informative titles, high query ambiguity). Every (setting, seed) is one
 # quickstart-sized run at the SFT budget SFT_STEPS in $PAPER_TABLES_DIR/<setting>/seed<s>/
-# with the tokenizer,
-# SFT and trainer seeds set to s (the world stays fixed). Each run is evaluated on
-# valid (VALID_REQUESTS requests: the curve, the Table 2 grid, the beams chosen),
+# with the tokenizer, SFT and trainer seeds set to s (the world stays fixed). Each run is
+# evaluated on valid (VALID_REQUESTS requests: the curve, the Table 2 grid, the beams chosen),
 # then on test (TEST_REQUESTS requests: the table beams and the chosen ones), and
 # the seeds of a setting are combined by the report_seeds job into
 # $PAPER_TABLES_DIR/<setting>/eval_seeds/test/results.md.
@@ -23,12 +22,9 @@ root="${PAPER_TABLES_DIR:-$REPO_ROOT/workdir/paper_tables}"
 # preferred it over one, two and four times (the quickstart stops at two for its time).
 sft_steps="{'i2sid': 2400, 'q2sid': 4000, 'uq2sid': 500}"
 sft_steps="${SFT_STEPS:-$sft_steps}"
+source "$here/_bindings.sh"
 extra="${GIN_BINDINGS:-}"
-extra_flags=()
-if [ -n "$extra" ]; then
-  IFS=';' read -r -a parts <<<"$extra"
-  for b in "${parts[@]}"; do extra_flags+=("--gin_bindings=$b"); done
-fi
+binding_flags extra_flags "$extra"
 declare -A settings=(
   [default]=""
   [informative_titles]="prepare_data.overrides={'title_noise': 0.0}"

@@ -9,11 +9,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 WORKDIR="${WORKDIR:-$REPO_ROOT/workdir/quickstart}"
 SIZES="${QUICKSTART_GIN:-runs/quickstart.gin}"
-extra=()
-if [ -n "${GIN_BINDINGS:-}" ]; then
-  IFS=';' read -r -a parts <<<"$GIN_BINDINGS"
-  for b in "${parts[@]}"; do extra+=("--gin_bindings=$b"); done
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/_bindings.sh"
+binding_flags extra "${GIN_BINDINGS:-}"
 job() {
   local run_file="$1"
   shift
